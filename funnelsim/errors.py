@@ -1,0 +1,54 @@
+"""Errors about the user's input. The CLI prints them as they are and exits with code 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input: where (a field path or a CSV row) and what."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+class InputError(Exception):
+    """Bad input: a scenario, a data file or a command-line value.
+
+    ``source`` names the file (or option) and ``problems`` lists what is wrong, each with the
+    field path or row and the value found and expected.
+    """
+
+    def __init__(self, source: str, problems: Iterable[Problem] | str):
+        if isinstance(problems, str):
+            problems = [Problem("", problems)]
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(self.render())
+
+    def render(self, limit: int = 12) -> str:
+        lines = [str(p) for p in self.problems[:limit]]
+        if len(self.problems) > limit:
+            lines.append(f"... and {len(self.problems) - limit} more problems")
+        if len(lines) == 1:
+            return f"{self.source}: {lines[0]}"
+        return f"{self.source}: {len(self.problems)} problems\n" + "\n".join(
+            f"  - {line}" for line in lines
+        )
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when a close match exists, else the empty string."""
+    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def path_str(loc: Iterable[object]) -> str:
+    """A field path as users read it: ``stages -> proposal -> next``."""
+    return " -> ".join(str(part) for part in loc)

@@ -1,0 +1,315 @@
+"""The result of a run: per-replication metrics as an xarray Dataset, and their summaries.
+
+Metrics (per replication; per period or over the whole horizon):
+
+* ``leads`` — new leads that arrived (the opening pipeline is not counted);
+* ``won``, ``lost`` — leads that closed (opening pipeline included); ``revenue`` — deal
+  values booked at close, in the scenario's currency;
+* ``open_at_end`` — leads in the funnel at the end of the period (of the horizon, in totals);
+* ``cycle_days`` — mean days from arrival to won, of new leads won;
+* per stage: ``entered`` (entries, re-entries counted, the opening pipeline's first stay not),
+  ``open_at_end``, ``days_in_stage`` (mean sampled days of the stays begun);
+* per channel: ``leads``, ``won``, ``lost``, ``revenue``.
+
+Summaries give, over replications, the mean, the standard deviation and the 5th, 50th and
+95th percentiles (linear interpolation). Periods are calendar months, or quarters or years
+with ``by``; a partial first or last month is its own (shorter) period.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+FUNNEL_METRICS = ("leads", "won", "lost", "revenue", "open_at_end", "cycle_days")
+STAGE_METRICS = ("entered", "open_at_end", "days_in_stage")
+CHANNEL_METRICS = ("leads", "won", "lost", "revenue")
+UNITS = {
+    "leads": "leads",
+    "won": "leads",
+    "lost": "leads",
+    "revenue": "currency",
+    "open_at_end": "leads",
+    "cycle_days": "days",
+    "entered": "entries",
+    "days_in_stage": "days",
+}
+PERIODS = ("month", "quarter", "year")
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A Monte Carlo forecast. ``data`` holds the raw monthly tally, one row per replication.
+
+    Use :meth:`metrics` for the per-replication metrics as a Dataset, :meth:`summary` for
+    the statistics (the content of ``summary.json``), :meth:`write` for the output files.
+    """
+
+    data: xr.Dataset
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.data.attrs)
+
+    @property
+    def replications(self) -> int:
+        return self.data.sizes["replication"]
+
+    # ------------------------------------------------------------------ metrics
+    def metrics(self, by: str = "month") -> xr.Dataset:
+        """Per-replication metrics per period (``by``: month, quarter or year).
+
+        Funnel-wide metrics have dims (replication, period); per-stage ones are named
+        ``stage_<metric>`` with a ``stage`` dim; per-channel ones ``channel_<metric>``.
+        """
+        return _metrics(self._grouped(by), self.data.attrs)
+
+    def totals(self) -> xr.Dataset:
+        """Per-replication metrics over the whole horizon (dims without ``period``)."""
+        whole = self._grouped("total")
+        return _metrics(whole, self.data.attrs).isel(period=0, drop=True)
+
+    def _grouped(self, by: str) -> xr.Dataset:
+        if by not in (*PERIODS, "total"):
+            raise ValueError(f"by must be one of {', '.join(PERIODS)}; got {by!r}")
+        labels = list(self.data.period.values)
+        groups = [_group_label(label, by) for label in labels]
+        names = list(dict.fromkeys(groups))
+        index = np.array([names.index(g) for g in groups])
+        flows = {}
+        for name, var in self.data.data_vars.items():
+            values = var.values
+            shape = list(values.shape)
+            shape[1] = len(names)
+            out = np.zeros(shape)
+            if name == "open":  # a stock: the value at the group's last month
+                for g in range(len(names)):
+                    out[:, g] = values[:, np.flatnonzero(index == g)[-1]]
+            else:
+                for g in range(len(names)):
+                    out[:, g] = values[:, index == g].sum(axis=1)
+            flows[name] = (var.dims, out)
+        return xr.Dataset(flows, coords={**self.data.coords, "period": names})
+
+    # ------------------------------------------------------------------ summaries
+    def summary(self, by: str = "month") -> dict[str, Any]:
+        """Statistics over replications, as written to ``summary.json``."""
+        a = self.data.attrs
+        totals = self.totals()
+        periods = self.metrics(by)
+        out: dict[str, Any] = {
+            "scenario": a["scenario"],
+            "engine": a["engine"],
+            "replications": self.replications,
+            "seed": a["seed"],
+            "funnelsim_version": a["funnelsim_version"],
+            "scenario_sha256": a["scenario_sha256"],
+            "currency": a["currency"],
+            "start": a["start"],
+            "end": a["end"],
+            "period": by,
+            "units": {**UNITS, "revenue": a["currency"]},
+            "totals": {m: stats(totals[m].values) for m in FUNNEL_METRICS},
+            "stages": {
+                s: {m: stats(totals[f"stage_{m}"].sel(stage=s).values) for m in STAGE_METRICS}
+                for s in self.data.stage.values
+            },
+            "channels": {
+                c: {m: stats(totals[f"channel_{m}"].sel(channel=c).values) for m in CHANNEL_METRICS}
+                for c in self.data.channel.values
+            },
+            "periods": [],
+        }
+        for label in periods.period.values:
+            row = periods.sel(period=label)
+            entry: dict[str, Any] = {"period": str(label)}
+            entry.update({m: stats(row[m].values) for m in FUNNEL_METRICS})
+            entry["stages"] = {
+                s: {m: stats(row[f"stage_{m}"].sel(stage=s).values) for m in STAGE_METRICS}
+                for s in self.data.stage.values
+            }
+            out["periods"].append(entry)
+        return out
+
+    def periods_rows(self, by: str = "month") -> list[dict[str, Any]]:
+        """The tidy rows of ``periods.csv`` (period "total" is the whole horizon)."""
+        rows: list[dict[str, Any]] = []
+        for label, ds in [("total", self.totals())] + [
+            (str(p), self.metrics(by).sel(period=p)) for p in self.metrics(by).period.values
+        ]:
+            for m in FUNNEL_METRICS:
+                rows.append(
+                    {
+                        "period": label,
+                        "stage": "",
+                        "channel": "",
+                        "metric": m,
+                        **stats(ds[m].values),
+                    }
+                )
+            for s in self.data.stage.values:
+                for m in STAGE_METRICS:
+                    values = ds[f"stage_{m}"].sel(stage=s).values
+                    rows.append(
+                        {
+                            "period": label,
+                            "stage": str(s),
+                            "channel": "",
+                            "metric": m,
+                            **stats(values),
+                        }
+                    )
+            for c in self.data.channel.values:
+                for m in CHANNEL_METRICS:
+                    values = ds[f"channel_{m}"].sel(channel=c).values
+                    rows.append(
+                        {
+                            "period": label,
+                            "stage": "",
+                            "channel": str(c),
+                            "metric": m,
+                            **stats(values),
+                        }
+                    )
+        return rows
+
+    # ------------------------------------------------------------------ files
+    def write(self, out_dir: str | Path, *, by: str = "month") -> list[Path]:
+        """Write summary.json, periods.csv and forecast.nc into ``out_dir``, atomically.
+
+        Everything is written to a temporary folder inside ``out_dir`` first and moved into
+        place only when all files are complete, so a failed run leaves no partial file.
+        """
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".funnelsim-", dir=out_dir))
+        try:
+            (staging / "summary.json").write_text(
+                json.dumps(self.summary(by), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+            )
+            (staging / "periods.csv").write_text(_csv(self.periods_rows(by)), encoding="utf-8")
+            self.metrics("month").to_netcdf(staging / "forecast.nc", engine="scipy")
+            written = []
+            for name in ("summary.json", "periods.csv", "forecast.nc"):
+                os.replace(staging / name, out_dir / name)
+                written.append(out_dir / name)
+            return written
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def stats(values: np.ndarray) -> dict[str, float | None]:
+    """Mean, sd and 5/50/95th percentiles over replications; undefined values are None."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return {"mean": None, "sd": None, "p5": None, "p50": None, "p95": None}
+    p5, p50, p95 = np.percentile(values, [5, 50, 95])
+    sd = float(np.std(values, ddof=1)) if values.size > 1 else 0.0
+    return {"mean": _f(values.mean()), "sd": _f(sd), "p5": _f(p5), "p50": _f(p50), "p95": _f(p95)}
+
+
+def _f(x: float) -> float:
+    x = float(x)
+    return 0.0 if x == 0 else x
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    columns = ["period", "stage", "channel", "metric", "mean", "sd", "p5", "p50", "p95"]
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row[k] is None else row[k]) for k in columns})
+    return buffer.getvalue()
+
+
+def _group_label(month: str, by: str) -> str:
+    if by == "month":
+        return month
+    if by == "total":
+        return "total"
+    year, m = month.split("-")
+    return year if by == "year" else f"{year}-Q{(int(m) - 1) // 3 + 1}"
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def _metrics(raw: xr.Dataset, attrs: dict[str, Any]) -> xr.Dataset:
+    rp, rps, rpc = (
+        ("replication", "period"),
+        ("replication", "period", "stage"),
+        (
+            "replication",
+            "period",
+            "channel",
+        ),
+    )
+    v = {name: raw[name].values for name in raw.data_vars}
+    out = {
+        "leads": (rp, v["leads"].sum(axis=2)),
+        "won": (rp, v["won"].sum(axis=2)),
+        "lost": (rp, v["lost"].sum(axis=2)),
+        "revenue": (rp, v["revenue"].sum(axis=2)),
+        "open_at_end": (rp, v["open"].sum(axis=2)),
+        "cycle_days": (rp, _ratio(v["cycle_days"].sum(axis=2), v["cycle_count"].sum(axis=2))),
+        "stage_entered": (rps, v["entered"]),
+        "stage_open_at_end": (rps, v["open"]),
+        "stage_days_in_stage": (rps, _ratio(v["stay_days"], v["entered"])),
+        "channel_leads": (rpc, v["leads"]),
+        "channel_won": (rpc, v["won"]),
+        "channel_lost": (rpc, v["lost"]),
+        "channel_revenue": (rpc, v["revenue"]),
+    }
+    ds = xr.Dataset(
+        out, coords={k: raw.coords[k] for k in ("replication", "period", "stage", "channel")}
+    )
+    for name in ds.data_vars:
+        base = name.split("_", 1)[1] if name.startswith(("stage_", "channel_")) else name
+        unit = UNITS.get(base, "")
+        ds[name].attrs["units"] = attrs.get("currency", "") if unit == "currency" else unit
+    ds.attrs.update(attrs)
+    return ds
+
+
+def from_tally(tally_arrays: dict[str, np.ndarray], *, labels, stages, channels, attrs) -> Forecast:
+    """Build a Forecast from the engines' tally arrays (R × P × C or S)."""
+    dims = {
+        "entered": ("replication", "period", "stage"),
+        "stay_days": ("replication", "period", "stage"),
+        "open": ("replication", "period", "stage"),
+    }
+    data = {
+        name: (dims.get(name, ("replication", "period", "channel")), values)
+        for name, values in tally_arrays.items()
+    }
+    reps = next(iter(tally_arrays.values())).shape[0]
+    ds = xr.Dataset(
+        data,
+        coords={
+            "replication": np.arange(reps),
+            "period": list(labels),
+            "stage": list(stages),
+            "channel": list(channels),
+        },
+        attrs=attrs,
+    )
+    return Forecast(ds)
+
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (replications done, replications in all) as the run advances."""

@@ -1,0 +1,157 @@
+"""Monte Carlo runs: replications, seeding, worker processes, and reduction into a Forecast.
+
+Replication ``i`` always uses stream ``i`` of ``SeedSequence(seed).spawn(replications)``
+(see :mod:`funnelsim.streams`), and every replication's tally is stored at its own row, so
+the numbers do not depend on the number of workers, on how replications are batched or on
+the order in which workers finish.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import UTC, datetime
+
+import numpy as np
+
+from funnelsim import __version__, analytic, streams
+from funnelsim.engine.common import Tally
+from funnelsim.forecast import Forecast, from_tally
+from funnelsim.funnel import Funnel, compile_funnel
+from funnelsim.scenario import Scenario
+
+ENGINES = ("auto", "vectorized", "des")
+_LEADS_PER_BATCH = 250_000  # vectorized: leads simulated together (bounds memory, ~100 MB)
+
+
+class EngineError(ValueError):
+    """The chosen engine cannot run this scenario."""
+
+
+def choose_engine(scenario: Scenario, engine: str = "auto") -> str:
+    """The engine a run uses: ``auto`` picks vectorized whenever the scenario allows it."""
+    if engine not in ENGINES:
+        raise EngineError(f"unknown engine {engine!r}; expected one of: {', '.join(ENGINES)}")
+    return "vectorized" if engine == "auto" else engine
+
+
+def run(
+    scenario: Scenario,
+    *,
+    replications: int | None = None,
+    seed: int | None = None,
+    workers: int | None = None,
+    engine: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> Forecast:
+    """Simulate ``scenario`` and return its forecast.
+
+    ``replications`` and ``seed`` default to the scenario's; ``workers`` to the number of
+    CPUs. ``progress(done, total)`` is called as replications finish.
+    """
+    replications = scenario.replications if replications is None else int(replications)
+    seed = scenario.seed if seed is None else int(seed)
+    if replications < 1:
+        raise ValueError(f"replications must be at least 1; got {replications}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0; got {seed}")
+    workers = os.cpu_count() or 1 if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1; got {workers}")
+    chosen = choose_engine(scenario, engine)
+    funnel = compile_funnel(scenario)
+    batches = _batches(funnel, chosen, replications, workers)
+    tally = Tally.zeros(
+        replications, funnel.calendar.periods, len(funnel.channels), len(funnel.stages)
+    )
+    done = 0
+    if workers == 1 or len(batches) == 1:
+        for start, stop in batches:
+            _place(tally, start, simulate_batch(funnel, chosen, seed, start, stop))
+            done += stop - start
+            if progress:
+                progress(done, replications)
+    else:
+        context = multiprocessing.get_context(
+            "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        )
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(batches)),
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(funnel,),
+        ) as pool:
+            futures = {
+                pool.submit(_worker_batch, chosen, seed, start, stop): (start, stop)
+                for start, stop in batches
+            }
+            for future in as_completed(futures):
+                start, stop = futures[future]
+                _place(tally, start, future.result())
+                done += stop - start
+                if progress:
+                    progress(done, replications)
+    attrs = {
+        "scenario": scenario.title,
+        "scenario_file": str(scenario.source) if scenario.source else "",
+        "scenario_sha256": scenario.sha256,
+        "engine": chosen,
+        "replications": replications,
+        "seed": seed,
+        "funnelsim_version": __version__,
+        "currency": scenario.currency,
+        "start": scenario.start.isoformat(),
+        "end": scenario.end.isoformat(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return from_tally(
+        tally.arrays(),
+        labels=funnel.calendar.labels,
+        stages=funnel.stages,
+        channels=funnel.channels,
+        attrs=attrs,
+    )
+
+
+def simulate_batch(funnel: Funnel, engine: str, seed: int, start: int, stop: int) -> Tally:
+    """Replications ``start`` to ``stop − 1`` with one engine."""
+    keys = streams.replication_keys(seed, np.arange(start, stop))
+    if engine == "des":
+        from funnelsim.engine import des
+
+        return des.simulate(funnel, keys)
+    from funnelsim.engine import vectorized
+
+    return vectorized.simulate(funnel, keys)
+
+
+def _place(tally: Tally, start: int, part: Tally) -> None:
+    for name, values in part.arrays().items():
+        getattr(tally, name)[start : start + values.shape[0]] = values
+
+
+def _batches(funnel: Funnel, engine: str, replications: int, workers: int) -> list[tuple[int, int]]:
+    leads = float(analytic.expected_leads(funnel).sum()) + funnel.open_stage.size + 1.0
+    if engine == "vectorized":
+        size = max(1, int(_LEADS_PER_BATCH // leads))
+    else:
+        size = max(1, int(50_000 // leads))
+    if workers > 1:  # enough batches to keep every worker busy to the end
+        size = max(1, min(size, -(-replications // (4 * workers))))
+    size = min(size, replications)
+    return [(s, min(s + size, replications)) for s in range(0, replications, size)]
+
+
+_FUNNEL: Funnel | None = None
+
+
+def _init_worker(funnel: Funnel) -> None:
+    global _FUNNEL
+    _FUNNEL = funnel
+
+
+def _worker_batch(engine: str, seed: int, start: int, stop: int) -> Tally:
+    assert _FUNNEL is not None
+    return simulate_batch(_FUNNEL, engine, seed, start, stop)

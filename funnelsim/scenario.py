@@ -1,0 +1,885 @@
+"""Scenario files: the schema, safe YAML loading, ``--set`` overrides and validation.
+
+A scenario describes a sales system: the channels that bring leads, the funnel stages they go
+through, what a won deal is worth and, optionally, the deals already open on the start date.
+:func:`load_scenario` reads a YAML file and returns a validated, frozen :class:`Scenario`, or
+raises :class:`~funnelsim.errors.InputError` whose message names the file, the field path,
+the bad value and what was expected. Nothing here simulates or prints.
+"""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from funnelsim.distributions import Distribution, _Dist
+from funnelsim.errors import InputError, Problem, did_you_mean, path_str
+
+WON, LOST = "won", "lost"
+OUTCOME_WORDS = (WON, LOST)
+RESERVED_NAMES = frozenset({WON, LOST, "dirichlet", "file", "dist", "count", "channel"})
+"""Words that cannot name a stage (they are outcomes or schema keywords)."""
+
+PROBABILITY_TOLERANCE = 1e-9
+DAYS_PER_MONTH = 365.25 / 12
+"""Days in an average month: the unit that turns ``leads_per_month`` into a daily rate."""
+
+
+# ---------------------------------------------------------------- schema building blocks
+
+
+class Strict(BaseModel):
+    """A scenario section: frozen, and unknown keys are errors with a suggestion."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            allowed = [f.alias or name for name, f in cls.model_fields.items()]
+            for key in data:
+                if key not in allowed:
+                    raise PydanticCustomError(
+                        "unknown_key",
+                        "unknown key '{key}'{hint}; expected one of: {allowed}",
+                        {
+                            "key": str(key),
+                            "hint": did_you_mean(str(key), allowed),
+                            "allowed": ", ".join(allowed),
+                        },
+                    )
+        return data
+
+
+Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class Dirichlet(Strict):
+    """Uncertain outcome probabilities: Dirichlet concentrations, drawn once per replication."""
+
+    dirichlet: dict[str, Positive] = Field(min_length=1)
+
+
+def _next_tag(value: Any) -> str:
+    if isinstance(value, Dirichlet) or (isinstance(value, dict) and "dirichlet" in value):
+        return "dirichlet"
+    return "probabilities"
+
+
+Next = Annotated[
+    Annotated[Dirichlet, Tag("dirichlet")]
+    | Annotated[dict[str, Probability], Tag("probabilities")],
+    Discriminator(_next_tag),
+]
+"""Outcomes of a stage: ``{outcome: probability}`` or ``{dirichlet: {outcome: concentration}}``."""
+
+
+def _duration_tag(value: Any) -> str:
+    if isinstance(value, dict) and "dist" not in value and not isinstance(value, _Dist):
+        return "per_outcome"
+    return "single"
+
+
+Duration = Annotated[
+    Annotated[Distribution, Tag("single")] | Annotated[dict[str, Distribution], Tag("per_outcome")],
+    Discriminator(_duration_tag),
+]
+"""Days in a stage: one distribution, or one per outcome ``{won: ..., lost: ...}``."""
+
+
+def _plan_months(plan: dict[str, float]) -> dict[str, float]:
+    for key in plan:
+        if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", key):
+            raise PydanticCustomError(
+                "plan_month",
+                "month '{key}' in the plan is not of the form YYYY-MM (e.g. 2027-03)",
+                {"key": key},
+            )
+    return plan
+
+
+MonthlyPlan = Annotated[dict[str, NonNegative], AfterValidator(_plan_months)]
+"""Expected leads in each calendar month ``{YYYY-MM: leads}``; months not listed have 0."""
+
+
+def _volume_tag(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, _Dist) or (isinstance(value, dict) and "dist" in value):
+        return "distribution"
+    if isinstance(value, dict):
+        return "plan"
+    return None
+
+
+Volume = Annotated[
+    Annotated[NonNegative, Tag("number")]
+    | Annotated[Distribution, Tag("distribution")]
+    | Annotated[MonthlyPlan, Tag("plan")],
+    Discriminator(
+        _volume_tag,
+        custom_error_type="volume",
+        custom_error_message=(
+            "expected a number of leads per month, a distribution {dist: ...} drawn once per "
+            "replication, or a plan {YYYY-MM: leads, ...}"
+        ),
+    ),
+]
+
+
+class Channel(Strict):
+    """A marketing channel: where leads come from and how many (per month)."""
+
+    leads_per_month: Volume = Field(
+        description="Expected new leads per month: a number, a distribution (uncertain, drawn "
+        "once per replication) or a plan {YYYY-MM: leads} (months not listed: 0)."
+    )
+    seasonality: list[NonNegative] | None = Field(
+        default=None, description="12 multipliers, January to December (not rescaled)."
+    )
+    growth_per_month: float = Field(
+        default=0.0, gt=-1, allow_inf_nan=False, description="Compound growth per month."
+    )
+    deal_value: Distribution | None = Field(
+        default=None, description="Value of a won deal from this channel (currency)."
+    )
+
+
+class ChannelOverride(Strict):
+    """A stage's behaviour for leads of one channel."""
+
+    next: Next | None = None
+    duration: Duration | None = None
+
+
+class Stage(Strict):
+    """A funnel stage: how long a lead stays (days) and where it goes next."""
+
+    duration: Duration = Field(description="Days in the stage before its outcome.")
+    next: Next = Field(description="Outcomes: other stages, won, lost; probabilities sum to 1.")
+    channels: dict[str, ChannelOverride] = Field(
+        default_factory=dict, description="Optional per-channel overrides of next/duration."
+    )
+
+
+class PipelineEntry(Strict):
+    """Open deals in one stage on the start date."""
+
+    count: int = Field(ge=0)
+    channel: str | None = None
+    days_in_stage: NonNegative = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_count(cls, data: Any) -> Any:
+        if isinstance(data, int) and not isinstance(data, bool):
+            return {"count": data}
+        return data
+
+
+class PipelineFile(Strict):
+    """Open deals listed in a CSV: lead_id,channel,stage,days_in_stage[,value]."""
+
+    file: str
+
+
+def _pipeline_tag(value: Any) -> str:
+    if isinstance(value, PipelineFile) or (isinstance(value, dict) and "file" in value):
+        return "file"
+    return "stages"
+
+
+Pipeline = Annotated[
+    Annotated[PipelineFile, Tag("file")] | Annotated[dict[str, PipelineEntry], Tag("stages")],
+    Discriminator(_pipeline_tag),
+]
+
+
+@dataclass(frozen=True)
+class OpenLead:
+    """One lead of the opening pipeline, as resolved from counts or from a file."""
+
+    lead_id: str
+    channel: str
+    stage: str
+    days_in_stage: float
+    value: float | None = None
+
+
+class Scenario(Strict):
+    """A validated scenario. Build it with :func:`load_scenario` or :func:`scenario_from_dict`."""
+
+    version: Literal[1] = Field(description="Scenario file format version (1).")
+    name: str | None = Field(default=None, description="Defaults to the file name.")
+    start: date = Field(description="First day of the forecast.")
+    months: int = Field(ge=1, le=600, description="Horizon in calendar months.")
+    replications: int = Field(default=1000, ge=1, le=10_000_000)
+    seed: int = Field(default=1, ge=0, description="Seed of the random streams (reproducible).")
+    currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. USD, EUR.")
+    channels: dict[str, Channel] = Field(min_length=1)
+    stages: dict[str, Stage] = Field(
+        min_length=1, description="The funnel; new leads enter the first stage listed."
+    )
+    deal_value: Distribution | None = Field(
+        default=None, description="Value of a won deal (currency) unless its channel sets one."
+    )
+    pipeline: Pipeline | None = Field(
+        default=None, description="Leads already in the funnel on the start date."
+    )
+
+    _source: Path | None = PrivateAttr(default=None)
+    _open_leads: tuple[OpenLead, ...] = PrivateAttr(default=())
+    _sha256: str = PrivateAttr(default="")
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _date(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                raise PydanticCustomError(
+                    "date", "expected a date YYYY-MM-DD", {"value": value}
+                ) from None
+        return value
+
+    # --- derived facts, used by the engines and reports -------------------------------------
+    @property
+    def source(self) -> Path | None:
+        """The file the scenario was read from (None when built from a dict)."""
+        return self._source
+
+    @property
+    def title(self) -> str:
+        """The scenario's name, or its file name."""
+        if self.name:
+            return self.name
+        return self._source.stem if self._source else "scenario"
+
+    @property
+    def open_leads(self) -> tuple[OpenLead, ...]:
+        """The opening pipeline, one entry per lead."""
+        return self._open_leads
+
+    @property
+    def sha256(self) -> str:
+        """Hash of everything the forecast depends on (after ``--set``, pipeline file included)."""
+        return self._sha256
+
+    @property
+    def end(self) -> date:
+        """The horizon end: the same day ``months`` calendar months after ``start``."""
+        return add_months(self.start, self.months)
+
+    @property
+    def entry_stage(self) -> str:
+        return next(iter(self.stages))
+
+    def deal_value_of(self, channel: str) -> _Dist:
+        return self.channels[channel].deal_value or self.deal_value  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- calendar
+
+
+def add_months(day: date, months: int) -> date:
+    """``day`` plus whole calendar months; the day is clamped to the month's length."""
+    index = day.year * 12 + day.month - 1 + months
+    year, month = divmod(index, 12)
+    last = calendar.monthrange(year, month + 1)[1]
+    return date(year, month + 1, min(day.day, last))
+
+
+def month_label(day: date) -> str:
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+# ---------------------------------------------------------------- YAML
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """Safe YAML; duplicate keys are refused (a silent overwrite hides typos) and dates are
+    left as text for the schema to parse, so a bad date is reported with its field path."""
+
+
+_SafeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _mapping_no_duplicates(loader: _SafeLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+            )
+        seen[key] = key_node
+    return loader.construct_mapping(node, deep=deep)
+
+
+_SafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_no_duplicates)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML safely; tags that would construct objects are refused."""
+    try:
+        return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        if "could not determine a constructor" in problem:
+            problem = problem.replace(
+                "could not determine a constructor for the tag",
+                "tags that construct objects are not allowed:",
+            )
+        raise InputError(source, [Problem(where, f"invalid YAML: {problem}")]) from None
+
+
+# ---------------------------------------------------------------- --set overrides
+
+
+def apply_overrides(data: Any, overrides: Sequence[str], source: str) -> Any:
+    """Apply ``PATH=VALUE`` overrides (dotted paths, integer segments index lists).
+
+    Values are parsed as YAML. Missing mapping keys are created, so optional fields the file
+    lacks can be set; the result is validated like the file itself.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise InputError("--set", f"{item!r}: expected PATH=VALUE, e.g. months=24")
+        path, raw = item.split("=", 1)
+        parts = [p for p in path.strip().split(".")]
+        if not path.strip() or any(p == "" for p in parts):
+            raise InputError("--set", f"{item!r}: the path {path!r} has an empty segment")
+        value = parse_yaml(raw, f"--set {path}")
+        if not isinstance(data, dict):
+            raise InputError(source, "the scenario is not a mapping of keys to values")
+        node: Any = data
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            where = ".".join(parts[: depth + 1])
+            if isinstance(node, list):
+                if not re.fullmatch(r"-?\d+", part):
+                    raise InputError(
+                        "--set", f"{path}: {where} indexes a list; expected an integer"
+                    )
+                index = int(part)
+                if not -len(node) <= index < len(node):
+                    raise InputError(
+                        "--set", f"{path}: index {index} is outside the list of {len(node)} items"
+                    )
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+            elif isinstance(node, dict):
+                key: Any = part
+                if part not in node and re.fullmatch(r"\d+", part) and int(part) in node:
+                    key = int(part)
+                if last:
+                    node[key] = value
+                else:
+                    if node.get(key) is None:
+                        node[key] = {}
+                    node = node[key]
+            else:
+                parent = ".".join(parts[:depth])
+                raise InputError(
+                    "--set", f"{path}: {parent} is a value ({node!r}), not a section with keys"
+                )
+    return data
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
+    """Read, override and validate a scenario file.
+
+    Raises :class:`InputError` naming the file, field path, bad value and what was expected.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(str(path), "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(str(path), f"cannot read the file: {exc}") from None
+    data = parse_yaml(text, str(path))
+    return scenario_from_dict(data, overrides=overrides, source=path)
+
+
+def scenario_from_dict(
+    data: Mapping[str, Any],
+    *,
+    overrides: Sequence[str] = (),
+    source: str | Path | None = None,
+) -> Scenario:
+    """Validate a scenario given as a dict (e.g. in a notebook).
+
+    Relative file paths (the pipeline file) resolve against ``source``'s folder, or the
+    working directory when there is no source.
+    """
+    label = str(source) if source is not None else "scenario"
+    if data is None:
+        raise InputError(label, "the file is empty; expected a scenario (see `funnelsim schema`)")
+    if not isinstance(data, dict):
+        raise InputError(label, f"expected a mapping of keys to values, got {type(data).__name__}")
+    data = json.loads(json.dumps(data, default=str)) if overrides else dict(data)
+    data = apply_overrides(data, overrides, label)
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(label, _problems_from_pydantic(exc, data)) from None
+    problems = list(_check(scenario))
+    if problems:
+        raise InputError(label, problems)
+    base = Path(source).parent if source is not None else Path.cwd()
+    open_leads = _resolve_pipeline(scenario, base, label)
+    scenario._source = Path(source) if source is not None else None
+    scenario._open_leads = open_leads
+    problems = list(_check_pipeline_ages(scenario))
+    if problems:
+        raise InputError(label, problems)
+    scenario._sha256 = _fingerprint(scenario)
+    return scenario
+
+
+def _fingerprint(scenario: Scenario) -> str:
+    body = scenario.model_dump(mode="json")
+    body["open_leads"] = [list(vars(lead).values()) for lead in scenario.open_leads]
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _problems_from_pydantic(exc: ValidationError, data: Any) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = _real_location(err["loc"], data, missing=err["type"] == "missing")
+        value = err.get("input")
+        message = err["msg"]
+        if err["type"] == "missing":
+            message = "is required"
+        elif err["type"] == "distribution" and isinstance(value, dict) and "dist" in value:
+            from funnelsim.distributions import DIST_NAMES
+
+            message = (
+                f"unknown distribution '{value['dist']}'{did_you_mean(value['dist'], DIST_NAMES)}"
+                f"; expected one of: {', '.join(DIST_NAMES)}"
+            )
+        elif err["type"] != "unknown_key" and _short(value) is not None:
+            message = f"{message} (got {_short(value)})"
+        problems.append(Problem(path_str(loc) or "(top level)", message))
+    return problems
+
+
+def _real_location(loc: Sequence[Any], data: Any, *, missing: bool) -> list[Any]:
+    """The path as the user wrote it: pydantic's union tags and wrappers are dropped.
+
+    A part is kept when it is a key or index present in the input; the last part of a
+    ``missing`` error is the absent key itself.
+    """
+    real: list[Any] = []
+    node = data
+    for depth, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            real.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            real.append(part)
+            node = node[part]
+        elif missing and depth == len(loc) - 1:
+            real.append(part)
+    return real
+
+
+def _short(value: Any) -> str | None:
+    if isinstance(value, dict | list):
+        text = json.dumps(value, default=str)
+        return text if len(text) <= 60 else None
+    if value is None:
+        return None
+    return repr(value)
+
+
+# ---------------------------------------------------------------- semantic checks
+
+
+def outcome_probabilities(next_: Any) -> dict[str, float]:
+    """Mean outcome probabilities of a ``next`` field (Dirichlet means for uncertain ones)."""
+    if isinstance(next_, Dirichlet):
+        total = sum(next_.dirichlet.values())
+        return {k: v / total for k, v in next_.dirichlet.items()}
+    return dict(next_)
+
+
+def stage_next(scenario: Scenario, stage: str, channel: str) -> Any:
+    override = scenario.stages[stage].channels.get(channel)
+    return override.next if override and override.next is not None else scenario.stages[stage].next
+
+
+def stage_duration(scenario: Scenario, stage: str, channel: str) -> Any:
+    override = scenario.stages[stage].channels.get(channel)
+    if override and override.duration is not None:
+        return override.duration
+    return scenario.stages[stage].duration
+
+
+def _check(s: Scenario) -> Iterable[Problem]:
+    stages, channels = list(s.stages), list(s.channels)
+    targets = stages + list(OUTCOME_WORDS)
+    for name in stages:
+        if name in RESERVED_NAMES:
+            yield Problem(f"stages -> {name}", f"'{name}' is reserved and cannot name a stage")
+    for kind, names in (("stages", stages), ("channels", channels)):
+        for name in names:
+            if "." in name or not name.strip():
+                yield Problem(
+                    f"{kind} -> {name}", f"name {name!r} must be non-empty and contain no '.'"
+                )
+    first_month = month_label(s.start)
+    last_month = month_label(date.fromordinal(s.end.toordinal() - 1))
+    for cname, ch in s.channels.items():
+        where = f"channels -> {cname}"
+        if ch.seasonality is not None and len(ch.seasonality) != 12:
+            yield Problem(
+                f"{where} -> seasonality",
+                f"has {len(ch.seasonality)} values; expected 12 (January to December)",
+            )
+        if isinstance(ch.leads_per_month, dict):
+            if ch.seasonality is not None or ch.growth_per_month:
+                yield Problem(
+                    where,
+                    "a monthly plan gives each month's leads itself; seasonality and "
+                    "growth_per_month apply only to a leads_per_month rate",
+                )
+            for month in ch.leads_per_month:
+                if not first_month <= month <= last_month:
+                    yield Problem(
+                        f"{where} -> leads_per_month -> {month}",
+                        f"is outside the horizon {first_month} to {last_month}",
+                    )
+    if s.deal_value is None:
+        missing = [c for c, ch in s.channels.items() if ch.deal_value is None]
+        if missing:
+            yield Problem(
+                "deal_value",
+                "is required (the value of a won deal, in the scenario's currency) unless every "
+                f"channel sets its own; missing for: {', '.join(missing)}",
+            )
+    for sname, stage in s.stages.items():
+        where = f"stages -> {sname}"
+        yield from _check_next(stage.next, f"{where} -> next", targets)
+        yield from _check_duration(stage.duration, stage.next, f"{where} -> duration")
+        for cname, override in stage.channels.items():
+            owhere = f"{where} -> channels -> {cname}"
+            if cname not in s.channels:
+                yield Problem(
+                    owhere,
+                    f"unknown channel '{cname}'{did_you_mean(cname, channels)}; "
+                    f"expected one of: {', '.join(channels)}",
+                )
+                continue
+            if override.next is not None:
+                yield from _check_next(override.next, f"{owhere} -> next", targets)
+            if override.duration is not None or override.next is not None:
+                duration = override.duration if override.duration is not None else stage.duration
+                path = f"{owhere} -> duration" if override.duration is not None else where
+                yield from _check_duration(duration, stage_next(s, sname, cname), path)
+    yield from _check_graph(s)
+    if isinstance(s.pipeline, dict):
+        for sname, entry in s.pipeline.items():
+            where = f"pipeline -> {sname}"
+            if sname not in s.stages:
+                yield Problem(
+                    where,
+                    f"unknown stage '{sname}'{did_you_mean(sname, stages)}; "
+                    f"expected one of: {', '.join(stages)}",
+                )
+            if entry.channel is not None and entry.channel not in s.channels:
+                yield Problem(
+                    f"{where} -> channel",
+                    f"unknown channel '{entry.channel}'{did_you_mean(entry.channel, channels)}; "
+                    f"expected one of: {', '.join(channels)}",
+                )
+
+
+def _check_next(next_: Any, where: str, targets: list[str]) -> Iterable[Problem]:
+    probs = next_.dirichlet if isinstance(next_, Dirichlet) else next_
+    if not probs:
+        yield Problem(where, "is empty; expected at least one outcome (a stage, won or lost)")
+        return
+    for outcome in probs:
+        if outcome not in targets:
+            yield Problem(
+                f"{where} -> {outcome}",
+                f"unknown outcome '{outcome}'{did_you_mean(outcome, targets)}; "
+                "expected a stage, won or lost",
+            )
+    if not isinstance(next_, Dirichlet):
+        total = sum(probs.values())
+        if abs(total - 1.0) > PROBABILITY_TOLERANCE:
+            yield Problem(where, f"probabilities sum to {total:.12g}; expected 1")
+
+
+def _check_duration(duration: Any, next_: Any, where: str) -> Iterable[Problem]:
+    if not isinstance(duration, dict):
+        return
+    outcomes = list((next_.dirichlet if isinstance(next_, Dirichlet) else next_).keys())
+    for outcome in outcomes:
+        if outcome not in duration:
+            yield Problem(
+                where,
+                f"has no duration for outcome '{outcome}'; with per-outcome durations every "
+                f"outcome needs one (outcomes: {', '.join(outcomes)})",
+            )
+    for outcome in duration:
+        if outcome not in outcomes:
+            yield Problem(
+                f"{where} -> {outcome}",
+                f"'{outcome}' is not an outcome of this stage{did_you_mean(outcome, outcomes)}; "
+                f"expected one of: {', '.join(outcomes)}",
+            )
+
+
+def _edges(s: Scenario, channel: str) -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for sname in s.stages:
+        probs = outcome_probabilities(stage_next(s, sname, channel))
+        edges[sname] = {t for t, p in probs.items() if p > 0}
+    return edges
+
+
+def _reachable(edges: Mapping[str, set[str]], starts: Iterable[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(starts)
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        todo.extend(edges.get(node, ()))
+    return seen
+
+
+def _check_graph(s: Scenario) -> Iterable[Problem]:
+    stages = list(s.stages)
+    known = set(stages) | set(OUTCOME_WORDS)
+    if any(t not in known for st in s.stages.values() for t in outcome_probabilities(st.next)):
+        return  # reported above; the graph is not meaningful yet
+    entry = stages[0]
+    reached: set[str] = set()
+    stuck: dict[str, None] = {}
+    for channel in s.channels:
+        edges = _edges(s, channel)
+        if any(t not in known for targets in edges.values() for t in targets):
+            return
+        reach = _reachable(edges, [entry])
+        reached |= reach
+        reverse: dict[str, set[str]] = {}
+        for src, targets in edges.items():
+            for t in targets:
+                reverse.setdefault(t, set()).add(src)
+        can_close = _reachable(reverse, OUTCOME_WORDS)
+        for stage in stages:
+            if stage in reach and stage not in can_close:
+                stuck[stage] = None
+    for stage in stages:
+        if stage not in reached:
+            yield Problem(
+                f"stages -> {stage}",
+                f"cannot be reached from the entry stage '{entry}' (new leads enter the first "
+                "stage listed; no outcome with probability > 0 leads here)",
+            )
+    if stuck:
+        names = ", ".join(stuck)
+        yield Problem(
+            "stages",
+            f"leads in {names} can never reach won or lost: a loop with no exit "
+            "(give one of these stages an outcome won or lost with probability > 0)",
+        )
+
+
+# ---------------------------------------------------------------- the opening pipeline
+
+
+def _resolve_pipeline(s: Scenario, base: Path, label: str) -> tuple[OpenLead, ...]:
+    if s.pipeline is None:
+        return ()
+    if isinstance(s.pipeline, PipelineFile):
+        return _read_pipeline_file(s, base / s.pipeline.file)
+    default_channel = next(iter(s.channels))
+    leads = []
+    for sname, entry in s.pipeline.items():
+        channel = entry.channel or default_channel
+        for j in range(entry.count):
+            leads.append(OpenLead(f"{sname}#{j}", channel, sname, float(entry.days_in_stage)))
+    return tuple(leads)
+
+
+def _read_pipeline_file(s: Scenario, path: Path) -> tuple[OpenLead, ...]:
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(source, "pipeline file not found (pipeline -> file)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(source, f"cannot read the pipeline file: {exc}") from None
+    reader = csv.DictReader(io.StringIO(text))
+    required = ["lead_id", "channel", "stage", "days_in_stage"]
+    header = reader.fieldnames or []
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise InputError(
+            source,
+            f"missing column(s) {', '.join(missing)}; expected a header "
+            "lead_id,channel,stage,days_in_stage[,value] (found: "
+            f"{','.join(header) or 'nothing'})",
+        )
+    problems: list[Problem] = []
+    leads: list[OpenLead] = []
+    seen: dict[str, int] = {}
+    for row_number, row in enumerate(reader, start=2):
+        where = f"row {row_number}"
+        lead_id = (row.get("lead_id") or "").strip()
+        channel = (row.get("channel") or "").strip()
+        stage = (row.get("stage") or "").strip()
+        if not lead_id:
+            problems.append(Problem(where, "lead_id is empty"))
+        elif lead_id in seen:
+            problems.append(
+                Problem(where, f"lead_id {lead_id!r} repeats row {seen[lead_id]}; expected unique")
+            )
+        seen.setdefault(lead_id, row_number)
+        if channel not in s.channels:
+            problems.append(
+                Problem(
+                    where,
+                    f"channel {channel!r} is not a channel of the scenario"
+                    f"{did_you_mean(channel, s.channels)}; "
+                    f"expected one of: {', '.join(s.channels)}",
+                )
+            )
+        if stage not in s.stages:
+            problems.append(
+                Problem(
+                    where,
+                    f"stage {stage!r} is not a stage of the scenario{did_you_mean(stage, s.stages)}"
+                    f"; expected one of: {', '.join(s.stages)}",
+                )
+            )
+        age = _csv_number(row.get("days_in_stage"), "days_in_stage", where, problems)
+        value = None
+        if "value" in header and (row.get("value") or "").strip():
+            value = _csv_number(row.get("value"), "value", where, problems)
+        if age is not None and stage in s.stages and channel in s.channels:
+            leads.append(OpenLead(lead_id, channel, stage, age, value))
+    if problems:
+        raise InputError(source, problems)
+    return tuple(leads)
+
+
+def _csv_number(raw: str | None, column: str, where: str, problems: list[Problem]) -> float | None:
+    text = (raw or "").strip()
+    try:
+        value = float(text)
+    except ValueError:
+        problems.append(Problem(where, f"{column} {text!r} is not a number"))
+        return None
+    if not np.isfinite(value) or value < 0:
+        problems.append(Problem(where, f"{column} {text!r} must be a finite number >= 0"))
+        return None
+    return value
+
+
+def _check_pipeline_ages(s: Scenario) -> Iterable[Problem]:
+    """An aged open lead must be able to still be in its stage: some S_k(age) > 0."""
+    checked: dict[tuple[str, str, float], bool] = {}
+    for lead in s.open_leads:
+        key = (lead.stage, lead.channel, lead.days_in_stage)
+        if key not in checked:
+            checked[key] = _can_still_be_open(s, *key)
+            if not checked[key]:
+                where = (
+                    f"pipeline -> {lead.stage}"
+                    if isinstance(s.pipeline, dict)
+                    else f"pipeline file, lead {lead.lead_id}"
+                )
+                yield Problem(
+                    where,
+                    f"days_in_stage {lead.days_in_stage:g}: no lead of channel {lead.channel} "
+                    f"stays that long in '{lead.stage}' (every outcome's duration has ended by then)",
+                )
+
+
+def survival_weights(s: Scenario, stage: str, channel: str, age: float) -> dict[str, float]:
+    """P(outcome k | still in ``stage`` after ``age`` days) ∝ p_k · S_k(age) (unnormalised)."""
+    probs = outcome_probabilities(stage_next(s, stage, channel))
+    duration = stage_duration(s, stage, channel)
+    weights = {}
+    for outcome, p in probs.items():
+        dist = duration[outcome] if isinstance(duration, dict) else duration
+        weights[outcome] = p * (float(dist.sf(age)) if age > 0 else 1.0)
+    return weights
+
+
+def _can_still_be_open(s: Scenario, stage: str, channel: str, age: float) -> bool:
+    return sum(survival_weights(s, stage, channel, age).values()) > 0
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of scenario files, for editor completion and validation.
+
+    Unions are given as ``anyOf``: a bare number is both a count and a fixed distribution.
+    """
+
+    def relax(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                ("anyOf" if k == "oneOf" else k): relax(v)
+                for k, v in node.items()
+                if k != "discriminator"
+            }
+        if isinstance(node, list):
+            return [relax(v) for v in node]
+        return node
+
+    schema = relax(Scenario.model_json_schema())
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "funnelsim scenario (version 1)"
+    return schema

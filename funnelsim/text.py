@@ -1,0 +1,193 @@
+"""Plain-text views for the terminal: the funnel of a scenario and a forecast's tables.
+
+These functions return strings; only :mod:`funnelsim.cli` prints them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from funnelsim.analytic import channel_expectations, expected_leads, pipeline_expectations
+from funnelsim.funnel import compile_funnel
+from funnelsim.scenario import Dirichlet, Scenario, outcome_probabilities, stage_duration
+
+
+def number(x: float | None, decimals: int = 0) -> str:
+    """``12,345`` / ``12.3``; ``n/a`` for undefined values."""
+    if x is None or x != x:
+        return "n/a"
+    return f"{x:,.{decimals}f}"
+
+
+def _table(header: list[str], rows: list[list[str]], indent: str = "  ") -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for r in [header, *rows]:
+        cells = [r[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        ]
+        lines.append(indent + "  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _horizon(scenario_or_attrs: Any) -> str:
+    return f"{scenario_or_attrs['start']} to {scenario_or_attrs['end']} (end exclusive)"
+
+
+# ---------------------------------------------------------------- validate
+
+
+def funnel_text(scenario: Scenario) -> str:
+    """The funnel with its analytic expectations, as ``funnelsim validate`` shows it."""
+    funnel = compile_funnel(scenario)
+    cur = scenario.currency
+    out = [
+        f"{scenario.title}: {scenario.start} to {scenario.end} ({scenario.months} months), "
+        f"money in {cur}, {scenario.replications:,} replications, seed {scenario.seed}",
+        "",
+        f"Stages (new leads enter '{scenario.entry_stage}'; durations in days):",
+    ]
+    rows = []
+    for name, stage in scenario.stages.items():
+        probs = outcome_probabilities(stage.next)
+        uncertain = " (Dirichlet means)" if isinstance(stage.next, Dirichlet) else ""
+        outcomes = ", ".join(f"{k} {100 * p:.1f}%" for k, p in probs.items()) + uncertain
+        duration = stage.duration
+        if isinstance(duration, dict):
+            days = "; ".join(f"{k}: {d.describe()}" for k, d in duration.items())
+        else:
+            days = duration.describe()
+        rows.append([name, days, "-> " + outcomes])
+        for cname, override in stage.channels.items():
+            o_probs = outcome_probabilities(override.next) if override.next is not None else probs
+            o_dur = stage_duration(scenario, name, cname)
+            o_days = (
+                "; ".join(f"{k}: {d.describe()}" for k, d in o_dur.items())
+                if isinstance(o_dur, dict)
+                else o_dur.describe()
+            )
+            o_out = ", ".join(f"{k} {100 * p:.1f}%" for k, p in o_probs.items())
+            rows.append([f"  for {cname}", o_days, "-> " + o_out])
+    out.append(_table(["stage", "days in stage", "outcomes"], rows, left=3))
+    leads = expected_leads(funnel).sum(axis=1)
+    out += ["", "Expected per new lead, eventually (absorbing Markov chain, no horizon):"]
+    rows = []
+    for c, cname in enumerate(funnel.channels):
+        e = channel_expectations(funnel, c)
+        visits = " / ".join(f"{v:.2f}" for v in e.visits.values())
+        rows.append(
+            [
+                cname,
+                number(leads[c]),
+                f"{100 * e.p_won:.1f}%",
+                number(e.days_to_close_won, 1),
+                number(e.deal_value),
+                number(e.revenue_per_lead),
+                visits,
+            ]
+        )
+    out.append(
+        _table(
+            [
+                "channel",
+                f"leads in {scenario.months} mo",
+                "P(won)",
+                "days to win",
+                f"deal value ({cur})",
+                f"revenue/lead ({cur})",
+                "visits " + "/".join(funnel.stages),
+            ],
+            rows,
+        )
+    )
+    if funnel.open_stage.size:
+        p = pipeline_expectations(funnel)
+        out += [
+            "",
+            f"Opening pipeline: {int(p['leads']):,} open leads; expected eventual wins "
+            f"{p['won']:,.1f}, revenue {cur} {p['revenue']:,.0f}",
+        ]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- run
+
+_LABELS = {
+    "leads": "new leads",
+    "won": "won",
+    "lost": "lost",
+    "revenue": "revenue",
+    "open_at_end": "open at end",
+    "cycle_days": "days to win (new leads)",
+}
+
+
+def forecast_text(summary: dict[str, Any]) -> str:
+    """The terminal report of ``funnelsim run`` from a forecast summary."""
+    cur = summary["currency"]
+    out = [
+        f"{summary['scenario']}: {_horizon(summary)}",
+        f"{summary['replications']:,} replications, seed {summary['seed']}, "
+        f"engine {summary['engine']}; money in {cur}, durations in days",
+        "",
+        "Totals over the horizon",
+    ]
+    rows = []
+    for metric, label in _LABELS.items():
+        s = summary["totals"][metric]
+        decimals = 1 if metric == "cycle_days" else 0
+        unit = f" ({cur})" if metric == "revenue" else ""
+        rows.append([label + unit] + [number(s[k], decimals) for k in ("mean", "p5", "p50", "p95")])
+    out.append(_table(["", "mean", "P5", "P50", "P95"], rows))
+
+    out += ["", "Funnel by stage (entries in the horizon; open at the end; mean days per stay)"]
+    rows = []
+    for stage, s in summary["stages"].items():
+        e, o, d = s["entered"], s["open_at_end"], s["days_in_stage"]
+        rows.append(
+            [
+                stage,
+                number(e["mean"]),
+                f"{number(e['p5'])}-{number(e['p95'])}",
+                number(o["mean"]),
+                number(d["mean"], 1),
+            ]
+        )
+    out.append(_table(["stage", "entered", "P5-P95", "open at end", "days in stage"], rows))
+
+    out += ["", "By channel (means)"]
+    rows = []
+    for channel, s in summary["channels"].items():
+        won, leads = s["won"]["mean"], s["leads"]["mean"]
+        rows.append(
+            [
+                channel,
+                number(leads),
+                number(won),
+                number(s["revenue"]["mean"]),
+                f"{number(s['revenue']['p5'])}-{number(s['revenue']['p95'])}",
+            ]
+        )
+    out.append(_table(["channel", "new leads", "won", f"revenue ({cur})", "P5-P95"], rows))
+
+    out += ["", f"By {summary['period']} (means; revenue with its 90% interval)"]
+    rows = []
+    for p in summary["periods"]:
+        r = p["revenue"]
+        rows.append(
+            [
+                p["period"],
+                number(p["leads"]["mean"]),
+                number(p["won"]["mean"]),
+                number(r["mean"]),
+                f"{number(r['p5'])}-{number(r['p95'])}",
+                number(p["open_at_end"]["mean"]),
+            ]
+        )
+    out.append(
+        _table(
+            [summary["period"], "new leads", "won", f"revenue ({cur})", "P5-P95", "open at end"],
+            rows,
+        )
+    )
+    return "\n".join(out)
