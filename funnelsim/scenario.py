@@ -843,7 +843,8 @@ def _check_pipeline_ages(s: Scenario) -> Iterable[Problem]:
                 yield Problem(
                     where,
                     f"days_in_stage {lead.days_in_stage:g}: no lead of channel {lead.channel} "
-                    f"stays that long in '{lead.stage}' (every outcome's duration has ended by then)",
+                    f"stays that long in '{lead.stage}' "
+                    "(every outcome's duration has ended by then)",
                 )
 
 
