@@ -22,10 +22,12 @@ EXIT_BAD_INPUT = 2
 
 
 class BadInput(click.ClickException):
+    """Bad input: the message is printed as it is (it starts with "error:"), exit code 2."""
+
     exit_code = EXIT_BAD_INPUT
 
-    def format_message(self) -> str:
-        return self.message
+    def show(self, file=None) -> None:
+        click.echo(self.message, err=True)
 
 
 def _bad_input(func: Callable) -> Callable:

@@ -17,8 +17,6 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -29,6 +27,7 @@ from pydantic import (
 )
 
 from funnelsim import streams
+from funnelsim.strict import Strict
 
 __all__ = ["Distribution", "DIST_NAMES", "as_distribution"]
 
@@ -84,9 +83,7 @@ def standard_gamma(shape: float, keys: np.ndarray) -> np.ndarray:
     return out
 
 
-class _Dist(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class _Dist(Strict):
     def expected_value(self) -> float:
         """The mean of the distribution (days or currency, like its parameters)."""
         raise NotImplementedError

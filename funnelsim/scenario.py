@@ -25,8 +25,6 @@ import numpy as np
 import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     PrivateAttr,
@@ -39,6 +37,7 @@ from pydantic_core import PydanticCustomError
 
 from funnelsim.distributions import Distribution, _Dist
 from funnelsim.errors import InputError, Problem, did_you_mean, path_str
+from funnelsim.strict import Strict
 
 WON, LOST = "won", "lost"
 OUTCOME_WORDS = (WON, LOST)
@@ -51,30 +50,6 @@ DAYS_PER_MONTH = 365.25 / 12
 
 
 # ---------------------------------------------------------------- schema building blocks
-
-
-class Strict(BaseModel):
-    """A scenario section: frozen, and unknown keys are errors with a suggestion."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            allowed = [f.alias or name for name, f in cls.model_fields.items()]
-            for key in data:
-                if key not in allowed:
-                    raise PydanticCustomError(
-                        "unknown_key",
-                        "unknown key '{key}'{hint}; expected one of: {allowed}",
-                        {
-                            "key": str(key),
-                            "hint": did_you_mean(str(key), allowed),
-                            "allowed": ", ".join(allowed),
-                        },
-                    )
-        return data
 
 
 Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -234,6 +209,7 @@ class OpenLead:
     stage: str
     days_in_stage: float
     value: float | None = None
+    row: int | None = None  # the row of the pipeline file it came from
 
 
 class Scenario(Strict):
@@ -264,14 +240,14 @@ class Scenario(Strict):
     @field_validator("start", mode="before")
     @classmethod
     def _date(cls, value: Any) -> Any:
-        if isinstance(value, str):
+        if isinstance(value, date):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
             try:
-                return date.fromisoformat(value)
+                return date.fromisoformat(value.strip())
             except ValueError:
-                raise PydanticCustomError(
-                    "date", "expected a date YYYY-MM-DD", {"value": value}
-                ) from None
-        return value
+                pass
+        raise PydanticCustomError("date", "expected a date YYYY-MM-DD", {"value": value})
 
     # --- derived facts, used by the engines and reports -------------------------------------
     @property
@@ -343,9 +319,12 @@ def _mapping_no_duplicates(loader: _SafeLoader, node: yaml.MappingNode, deep: bo
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            mark = key_node.start_mark
+            first = seen[key].start_mark.line + 1
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+                None,
+                None,
+                f"duplicate key '{key}' (first given on line {first}); each key may appear once",
+                key_node.start_mark,
             )
         seen[key] = key_node
     return loader.construct_mapping(node, deep=deep)
@@ -465,10 +444,11 @@ def scenario_from_dict(
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise InputError(label, _problems_from_pydantic(exc, data)) from None
+        problems = _blame_overrides(_problems_from_pydantic(exc, data), overrides)
+        raise InputError(label, problems) from None
     problems = list(_check(scenario))
     if problems:
-        raise InputError(label, problems)
+        raise InputError(label, _blame_overrides(problems, overrides))
     base = Path(source).parent if source is not None else Path.cwd()
     open_leads = _resolve_pipeline(scenario, base, label)
     scenario._source = Path(source) if source is not None else None
@@ -480,11 +460,35 @@ def scenario_from_dict(
     return scenario
 
 
+def _blame_overrides(problems: list[Problem], overrides: Sequence[str]) -> list[Problem]:
+    """Say which ``--set`` made a problem, when its path is at or under the one set."""
+    blamed = []
+    for problem in problems:
+        where = problem.where.replace(" -> ", ".")
+        culprits = [
+            item
+            for item in overrides
+            if where == (path := item.split("=", 1)[0].strip())
+            or where.startswith(path + ".")
+            or path.startswith(where + ".")
+        ]
+        if culprits:
+            problem = Problem(problem.where, f"{problem.message} [from --set {culprits[-1]}]")
+        blamed.append(problem)
+    return blamed
+
+
 def _fingerprint(scenario: Scenario) -> str:
     body = scenario.model_dump(mode="json")
-    body["open_leads"] = [list(vars(lead).values()) for lead in scenario.open_leads]
+    body["open_leads"] = [
+        [lead.lead_id, lead.channel, lead.stage, lead.days_in_stage, lead.value]
+        for lead in scenario.open_leads
+    ]
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+_SECTION_TYPES = {"model_type", "dict_type", "model_attributes_type"}
 
 
 def _problems_from_pydantic(exc: ValidationError, data: Any) -> list[Problem]:
@@ -495,6 +499,8 @@ def _problems_from_pydantic(exc: ValidationError, data: Any) -> list[Problem]:
         message = err["msg"]
         if err["type"] == "missing":
             message = "is required"
+        elif err["type"] in _SECTION_TYPES:
+            message = f"expected a section of keys and values, got {_yaml_value(value)}"
         elif err["type"] == "distribution" and isinstance(value, dict) and "dist" in value:
             from funnelsim.distributions import DIST_NAMES
 
@@ -502,8 +508,8 @@ def _problems_from_pydantic(exc: ValidationError, data: Any) -> list[Problem]:
                 f"unknown distribution '{value['dist']}'{did_you_mean(value['dist'], DIST_NAMES)}"
                 f"; expected one of: {', '.join(DIST_NAMES)}"
             )
-        elif err["type"] != "unknown_key" and _short(value) is not None:
-            message = f"{message} (got {_short(value)})"
+        elif err["type"] != "unknown_key":
+            message = f"{message} (got {_yaml_value(value)})"
         problems.append(Problem(path_str(loc) or "(top level)", message))
     return problems
 
@@ -528,12 +534,15 @@ def _real_location(loc: Sequence[Any], data: Any, *, missing: bool) -> list[Any]
     return real
 
 
-def _short(value: Any) -> str | None:
+def _yaml_value(value: Any) -> str:
+    """A value as the user wrote it in YAML (``true``, ``null``, ``'abc'``), shortened."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
     if isinstance(value, dict | list):
         text = json.dumps(value, default=str)
-        return text if len(text) <= 60 else None
-    if value is None:
-        return None
+        return text if len(text) <= 60 else text[:57] + "..."
     return repr(value)
 
 
@@ -617,10 +626,14 @@ def _check(s: Scenario) -> Iterable[Problem]:
                 continue
             if override.next is not None:
                 yield from _check_next(override.next, f"{owhere} -> next", targets)
-            if override.duration is not None or override.next is not None:
-                duration = override.duration if override.duration is not None else stage.duration
-                path = f"{owhere} -> duration" if override.duration is not None else where
-                yield from _check_duration(duration, stage_next(s, sname, cname), path)
+            if override.duration is not None:
+                yield from _check_duration(
+                    override.duration, stage_next(s, sname, cname), f"{owhere} -> duration"
+                )
+            elif override.next is not None:  # inherits the stage's durations
+                yield from _check_duration(
+                    stage.duration, override.next, f"{owhere} -> next", extra_ok=True
+                )
     yield from _check_graph(s)
     if isinstance(s.pipeline, dict):
         for sname, entry in s.pipeline.items():
@@ -657,7 +670,11 @@ def _check_next(next_: Any, where: str, targets: list[str]) -> Iterable[Problem]
             yield Problem(where, f"probabilities sum to {total:.12g}; expected 1")
 
 
-def _check_duration(duration: Any, next_: Any, where: str) -> Iterable[Problem]:
+def _check_duration(
+    duration: Any, next_: Any, where: str, *, extra_ok: bool = False
+) -> Iterable[Problem]:
+    """With per-outcome durations, every outcome needs one (and, unless ``extra_ok``, every
+    duration must belong to an outcome)."""
     if not isinstance(duration, dict):
         return
     outcomes = list((next_.dirichlet if isinstance(next_, Dirichlet) else next_).keys())
@@ -666,8 +683,11 @@ def _check_duration(duration: Any, next_: Any, where: str) -> Iterable[Problem]:
             yield Problem(
                 where,
                 f"has no duration for outcome '{outcome}'; with per-outcome durations every "
-                f"outcome needs one (outcomes: {', '.join(outcomes)})",
+                f"outcome needs one (outcomes: {', '.join(outcomes)}; durations given for: "
+                f"{', '.join(duration)})",
             )
+    if extra_ok:
+        return
     for outcome in duration:
         if outcome not in outcomes:
             yield Problem(
@@ -704,7 +724,7 @@ def _check_graph(s: Scenario) -> Iterable[Problem]:
         return  # reported above; the graph is not meaningful yet
     entry = stages[0]
     reached: set[str] = set()
-    stuck: dict[str, None] = {}
+    stuck: dict[str, list[str]] = {}
     for channel in s.channels:
         edges = _edges(s, channel)
         if any(t not in known for targets in edges.values() for t in targets):
@@ -718,7 +738,7 @@ def _check_graph(s: Scenario) -> Iterable[Problem]:
         can_close = _reachable(reverse, OUTCOME_WORDS)
         for stage in stages:
             if stage in reach and stage not in can_close:
-                stuck[stage] = None
+                stuck.setdefault(stage, []).append(channel)
     for stage in stages:
         if stage not in reached:
             yield Problem(
@@ -728,9 +748,15 @@ def _check_graph(s: Scenario) -> Iterable[Problem]:
             )
     if stuck:
         names = ", ".join(stuck)
+        channels = sorted({c for cs in stuck.values() for c in cs}, key=list(s.channels).index)
+        whose = (
+            ""
+            if len(channels) == len(s.channels)
+            else f" (for channel {', '.join(channels)}, through its overrides)"
+        )
         yield Problem(
             "stages",
-            f"leads in {names} can never reach won or lost: a loop with no exit "
+            f"leads in {names}{whose} can never reach won or lost: a loop with no exit "
             "(give one of these stages an outcome won or lost with probability > 0)",
         )
 
@@ -774,8 +800,21 @@ def _read_pipeline_file(s: Scenario, path: Path) -> tuple[OpenLead, ...]:
     problems: list[Problem] = []
     leads: list[OpenLead] = []
     seen: dict[str, int] = {}
-    for row_number, row in enumerate(reader, start=2):
+    for row in reader:
+        row_number = reader.line_num
         where = f"row {row_number}"
+        if None in row:
+            problems.append(
+                Problem(
+                    where,
+                    f"has {len(header) + len(row[None])} values but the header has "
+                    f"{len(header)} columns ({','.join(header)})",
+                )
+            )
+            continue
+        if any("\n" in (value or "") for value in row.values()):
+            problems.append(Problem(where, "a quoted field is not closed (a stray '\"')"))
+            continue
         lead_id = (row.get("lead_id") or "").strip()
         channel = (row.get("channel") or "").strip()
         stage = (row.get("stage") or "").strip()
@@ -808,7 +847,7 @@ def _read_pipeline_file(s: Scenario, path: Path) -> tuple[OpenLead, ...]:
         if "value" in header and (row.get("value") or "").strip():
             value = _csv_number(row.get("value"), "value", where, problems)
         if age is not None and stage in s.stages and channel in s.channels:
-            leads.append(OpenLead(lead_id, channel, stage, age, value))
+            leads.append(OpenLead(lead_id, channel, stage, age, value, row_number))
     if problems:
         raise InputError(source, problems)
     return tuple(leads)
@@ -838,7 +877,7 @@ def _check_pipeline_ages(s: Scenario) -> Iterable[Problem]:
                 where = (
                     f"pipeline -> {lead.stage}"
                     if isinstance(s.pipeline, dict)
-                    else f"pipeline file, lead {lead.lead_id}"
+                    else f"pipeline file {s.pipeline.file}, row {lead.row} (lead {lead.lead_id})"
                 )
                 yield Problem(
                     where,

@@ -19,14 +19,16 @@ def number(x: float | None, decimals: int = 0) -> str:
     return f"{x:,.{decimals}f}"
 
 
-def _table(header: list[str], rows: list[list[str]], indent: str = "  ") -> str:
+def _table(header: list[str], rows: list[list[str]], *, left: int = 1) -> str:
+    """Columns padded to width; the first ``left`` columns are text (left-aligned)."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = []
     for r in [header, *rows]:
-        cells = [r[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        cells = [
+            c.ljust(w) if i < left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
         ]
-        lines.append(indent + "  ".join(cells).rstrip())
+        lines.append("  " + "  ".join(cells).rstrip())
     return "\n".join(lines)
 
 

@@ -23,7 +23,10 @@ BASE: dict[str, Any] = {
     "currency": "USD",
     "channels": {"web": {"leads_per_month": 120}},
     "stages": {
-        "new": {"duration": {"dist": "exponential", "mean": 3}, "next": {"qualified": 0.5, "lost": 0.5}},
+        "new": {
+            "duration": {"dist": "exponential", "mean": 3},
+            "next": {"qualified": 0.5, "lost": 0.5},
+        },
         "qualified": {
             "duration": {"dist": "lognormal", "median": 5, "sigma": 0.5},
             "next": {"proposal": 0.6, "lost": 0.4},

@@ -20,7 +20,9 @@ def test_linear_funnel_by_hand():
     # a won lead spends 3 (new) + 5·e^(0.5²/2) (qualified, lognormal mean) + 12 (proposal, won)
     assert e.days_to_close_won == pytest.approx(3 + 5 * math.exp(0.125) + 12)
     # any lead: 3 + 0.5·qualified mean + 0.3·(0.4·12 + 0.6·6)
-    assert e.days_to_close == pytest.approx(3 + 0.5 * 5 * math.exp(0.125) + 0.3 * (0.4 * 12 + 0.6 * 6))
+    assert e.days_to_close == pytest.approx(
+        3 + 0.5 * 5 * math.exp(0.125) + 0.3 * (0.4 * 12 + 0.6 * 6)
+    )
     assert e.revenue_per_lead == pytest.approx(0.12 * 10000 * math.exp(0.08))
 
 
@@ -90,7 +92,10 @@ def test_pipeline_expectations_condition_on_age():
     scenario = build(
         stages={
             "p": {
-                "duration": {"won": {"dist": "exponential", "mean": 20}, "lost": {"dist": "exponential", "mean": 5}},
+                "duration": {
+                    "won": {"dist": "exponential", "mean": 20},
+                    "lost": {"dist": "exponential", "mean": 5},
+                },
                 "next": {"won": 0.5, "lost": 0.5},
             }
         },

@@ -20,7 +20,10 @@ SPECS = {
     "exponential": ({"dist": "exponential", "mean": 4}, sps.expon(scale=4)),
     "gamma": ({"dist": "gamma", "mean": 20, "shape": 2}, sps.gamma(2, scale=10)),
     "gamma_small_shape": ({"dist": "gamma", "mean": 3, "shape": 0.3}, sps.gamma(0.3, scale=10)),
-    "lognormal": ({"dist": "lognormal", "median": 9000, "sigma": 0.6}, sps.lognorm(0.6, scale=9000)),
+    "lognormal": (
+        {"dist": "lognormal", "median": 9000, "sigma": 0.6},
+        sps.lognorm(0.6, scale=9000),
+    ),
     "weibull": ({"dist": "weibull", "scale": 10, "shape": 1.5}, sps.weibull_min(1.5, scale=10)),
     "uniform": ({"dist": "uniform", "low": 30, "high": 50}, sps.uniform(30, 20)),
     "empirical": ({"dist": "empirical", "values": [5, 1, 2, 2, 9]}, None),

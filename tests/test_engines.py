@@ -20,12 +20,18 @@ from funnelsim.montecarlo import run
 COHORT = {"months": 36, "channels": {"web": {"leads_per_month": {"2027-01": 150}}}}
 
 LOOP = {
-    "new": {"duration": {"dist": "exponential", "mean": 2}, "next": {"qualified": 0.6, "lost": 0.4}},
+    "new": {
+        "duration": {"dist": "exponential", "mean": 2},
+        "next": {"qualified": 0.6, "lost": 0.4},
+    },
     "qualified": {
         "duration": {"dist": "lognormal", "median": 6, "sigma": 0.5},
         "next": {"proposal": 0.5, "nurture": 0.3, "lost": 0.2},
     },
-    "nurture": {"duration": {"dist": "fixed", "value": 30}, "next": {"qualified": 0.5, "lost": 0.5}},
+    "nurture": {
+        "duration": {"dist": "fixed", "value": 30},
+        "next": {"qualified": 0.5, "lost": 0.5},
+    },
     "proposal": {
         "duration": {
             "won": {"dist": "gamma", "mean": 20, "shape": 2},
@@ -91,7 +97,10 @@ def test_cohort_matches_markov_chain(case, engine):
     leads = total.leads.values  # (replication, channel)
     for s, stage in enumerate(funnel.stages):
         visits = np.array(
-            [analytic.channel_expectations(funnel, c).visits[stage] for c in range(len(funnel.channels))]
+            [
+                analytic.channel_expectations(funnel, c).visits[stage]
+                for c in range(len(funnel.channels))
+            ]
         )
         ok, message = within(total.entered.values[:, s] - leads @ visits, 0.0)
         assert ok, f"{case} entered {stage}: {message}"
@@ -241,7 +250,9 @@ def test_engines_agree_replication_by_replication(case):
     a = run(scenario, replications=12, workers=1, engine="vectorized").data
     b = run(scenario, replications=12, workers=1, engine="des").data
     for name in a.data_vars:
-        np.testing.assert_allclose(a[name].values, b[name].values, rtol=1e-12, atol=1e-9, err_msg=name)
+        np.testing.assert_allclose(
+            a[name].values, b[name].values, rtol=1e-12, atol=1e-9, err_msg=name
+        )
     assert a.won.sum() > 0
 
 

@@ -17,9 +17,19 @@ from funnelsim.scenario import scenario_from_dict
 durations = st.one_of(
     st.builds(lambda m: {"dist": "exponential", "mean": m}, st.floats(0.5, 40)),
     st.builds(lambda v: {"dist": "fixed", "value": v}, st.floats(0.5, 40)),
-    st.builds(lambda lo, w: {"dist": "uniform", "low": lo, "high": lo + w}, st.floats(0, 10), st.floats(0.1, 20)),
-    st.builds(lambda m, s: {"dist": "lognormal", "median": m, "sigma": s}, st.floats(0.5, 20), st.floats(0.1, 1.5)),
-    st.builds(lambda m, k: {"dist": "gamma", "mean": m, "shape": k}, st.floats(0.5, 30), st.floats(0.3, 5)),
+    st.builds(
+        lambda lo, w: {"dist": "uniform", "low": lo, "high": lo + w},
+        st.floats(0, 10),
+        st.floats(0.1, 20),
+    ),
+    st.builds(
+        lambda m, s: {"dist": "lognormal", "median": m, "sigma": s},
+        st.floats(0.5, 20),
+        st.floats(0.1, 1.5),
+    ),
+    st.builds(
+        lambda m, k: {"dist": "gamma", "mean": m, "shape": k}, st.floats(0.5, 30), st.floats(0.3, 5)
+    ),
 )
 
 
@@ -91,7 +101,9 @@ def test_conservation_and_engines_agree(scenario):
     b = run(scenario, replications=3, workers=1, engine="des").data
     _check_conservation(scenario, a)
     for name in a.data_vars:
-        np.testing.assert_allclose(a[name].values, b[name].values, rtol=1e-12, atol=1e-9, err_msg=name)
+        np.testing.assert_allclose(
+            a[name].values, b[name].values, rtol=1e-12, atol=1e-9, err_msg=name
+        )
 
 
 @SETTINGS
