@@ -62,15 +62,28 @@ class Dirichlet(Strict):
 
     dirichlet: dict[str, Positive] = Field(min_length=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _alone(cls, data: Any) -> Any:
+        if isinstance(data, dict) and len(data) > 1:
+            others = ", ".join(str(k) for k in data if k != "dirichlet")
+            raise PydanticCustomError(
+                "mixed_next",
+                "mixes a dirichlet block with plain probabilities ({others}); give either "
+                "probabilities summing to 1 or only a dirichlet block",
+                {"others": others},
+            )
+        return data
+
 
 def _next_tag(value: Any) -> str:
     if isinstance(value, Dirichlet) or (isinstance(value, dict) and "dirichlet" in value):
-        return "dirichlet"
+        return "uncertain"
     return "probabilities"
 
 
 Next = Annotated[
-    Annotated[Dirichlet, Tag("dirichlet")]
+    Annotated[Dirichlet, Tag("uncertain")]
     | Annotated[dict[str, Probability], Tag("probabilities")],
     Discriminator(_next_tag),
 ]

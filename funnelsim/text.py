@@ -19,6 +19,15 @@ def number(x: float | None, decimals: int = 0) -> str:
     return f"{x:,.{decimals}f}"
 
 
+def days(x: float | None) -> str:
+    """Days with a precision that suits them: ``82.4``, ``3.25``, ``0.042``."""
+    if x is None or x != x:
+        return "n/a"
+    if abs(x) >= 10 or x == 0:
+        return f"{x:,.1f}"
+    return f"{x:.2f}" if abs(x) >= 1 else f"{x:.2g}"
+
+
 def _table(header: list[str], rows: list[list[str]], *, left: int = 1) -> str:
     """Columns padded to width; the first ``left`` columns are text (left-aligned)."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -56,10 +65,10 @@ def funnel_text(scenario: Scenario) -> str:
         outcomes = ", ".join(f"{k} {100 * p:.1f}%" for k, p in probs.items()) + uncertain
         duration = stage.duration
         if isinstance(duration, dict):
-            days = "; ".join(f"{k}: {d.describe()}" for k, d in duration.items())
+            stay = "; ".join(f"{k}: {d.describe()}" for k, d in duration.items())
         else:
-            days = duration.describe()
-        rows.append([name, days, "-> " + outcomes])
+            stay = duration.describe()
+        rows.append([name, stay, "-> " + outcomes])
         for cname, override in stage.channels.items():
             o_probs = outcome_probabilities(override.next) if override.next is not None else probs
             o_dur = stage_duration(scenario, name, cname)
@@ -82,7 +91,7 @@ def funnel_text(scenario: Scenario) -> str:
                 cname,
                 number(leads[c]),
                 f"{100 * e.p_won:.1f}%",
-                number(e.days_to_close_won, 1),
+                days(e.days_to_close_won),
                 number(e.deal_value),
                 number(e.revenue_per_lead),
                 visits,
@@ -120,7 +129,7 @@ _LABELS = {
     "lost": "lost",
     "revenue": "revenue",
     "open_at_end": "open at end",
-    "cycle_days": "days to win (new leads)",
+    "cycle_days": "days to win (new leads won)",
 }
 
 
@@ -137,9 +146,9 @@ def forecast_text(summary: dict[str, Any]) -> str:
     rows = []
     for metric, label in _LABELS.items():
         s = summary["totals"][metric]
-        decimals = 1 if metric == "cycle_days" else 0
         unit = f" ({cur})" if metric == "revenue" else ""
-        rows.append([label + unit] + [number(s[k], decimals) for k in ("mean", "p5", "p50", "p95")])
+        fmt = days if metric == "cycle_days" else number
+        rows.append([label + unit] + [fmt(s[k]) for k in ("mean", "p5", "p50", "p95")])
     out.append(_table(["", "mean", "P5", "P50", "P95"], rows))
 
     out += ["", "Funnel by stage (entries in the horizon; open at the end; mean days per stay)"]
@@ -152,7 +161,7 @@ def forecast_text(summary: dict[str, Any]) -> str:
                 number(e["mean"]),
                 f"{number(e['p5'])}-{number(e['p95'])}",
                 number(o["mean"]),
-                number(d["mean"], 1),
+                days(d["mean"]),
             ]
         )
     out.append(_table(["stage", "entered", "P5-P95", "open at end", "days in stage"], rows))

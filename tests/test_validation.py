@@ -874,3 +874,14 @@ def test_csv_row_with_extra_fields_is_refused(tmp_path):
     message = load_case(tmp_path, case)
     assert "open.csv" in message
     assert "row 2" in message
+
+
+def test_dirichlet_mixed_with_probabilities_names_the_stage(tmp_path):
+    path = tmp_path / "scenario.yaml"
+    path.write_text(BASE)
+    with pytest.raises(InputError) as err:
+        load_scenario(path, ["stages.demo.next={dirichlet: {won: 3, lost: 7}, won: 0.8}"])
+    message = str(err.value)
+    assert "stages -> demo -> next:" in message
+    assert "mixes a dirichlet block with plain probabilities (won)" in message
+    assert "[from --set" in message
