@@ -19,6 +19,7 @@ The scheme (the experiments build paired comparisons on it, so it is part of the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -38,11 +39,8 @@ INPUT = 5
 PIPELINE = 6
 
 
-def mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser of a uint64 array (returns a new array)."""
-    x = np.array(x, dtype=np.uint64, copy=True)
-    t = np.empty_like(x)
-    np.right_shift(x, _S30, out=t)
+def _mix_inplace(x: np.ndarray) -> np.ndarray:
+    t = np.right_shift(x, _S30)
     np.bitwise_xor(x, t, out=x)
     np.multiply(x, _M1, out=x)
     np.right_shift(x, _S27, out=t)
@@ -51,6 +49,11 @@ def mix(x: np.ndarray) -> np.ndarray:
     np.right_shift(x, _S31, out=t)
     np.bitwise_xor(x, t, out=x)
     return x
+
+
+def mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser of a uint64 array (returns a new array)."""
+    return _mix_inplace(np.array(x, dtype=np.uint64, copy=True))
 
 
 def _mix_int(value: int) -> int:
@@ -62,6 +65,7 @@ def stable_id(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little")
 
 
+@functools.lru_cache(maxsize=65536)
 def salt(purpose: int, part: int = 0, index: int = 0) -> np.uint64:
     """The salt of one purpose, part (a stable id) and index (a visit number, a component...)."""
     value = _mix_int((purpose << 56) ^ part)
@@ -71,16 +75,20 @@ def salt(purpose: int, part: int = 0, index: int = 0) -> np.uint64:
 
 def derive(keys: np.ndarray, salt_value: np.uint64 | np.ndarray) -> np.ndarray:
     """Child keys: independent streams of ``keys`` for the purpose that ``salt_value`` names."""
-    return mix(np.bitwise_xor(np.asarray(keys, dtype=np.uint64), salt_value))
+    return _mix_inplace(np.bitwise_xor(np.asarray(keys, dtype=np.uint64), salt_value))
 
 
 def uniform(keys: np.ndarray, salt_value: np.uint64 | np.ndarray) -> np.ndarray:
     """One uniform in the open interval (0, 1) per key, 53 bits of resolution."""
-    h = derive(keys, salt_value)
-    np.right_shift(h, _S11, out=h)
-    u = h.astype(np.float64)
-    u += 0.5
+    return to_unit(derive(keys, salt_value))
+
+
+def to_unit(bits: np.ndarray) -> np.ndarray:
+    """Uniforms in (0, 1) from random 64-bit words (consumes ``bits``)."""
+    np.right_shift(bits, _S11, out=bits)
+    u = bits.astype(np.float64)
     u *= 2.0**-53
+    u += 2.0**-54
     return u
 
 

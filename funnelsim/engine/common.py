@@ -102,13 +102,16 @@ class Leads:
     rep: np.ndarray  # replication (row of the batch)
     channel: np.ndarray
     t: np.ndarray  # arrival time (days); 0 for the opening pipeline
+    period: np.ndarray  # the period of t
     key: np.ndarray  # the lead's own random key
 
     def __len__(self) -> int:
         return self.rep.size
 
-
-_GAP = streams.salt(streams.ARRIVAL, 0x676170)  # "gap": the lead's inter-arrival draw
+    def take(self, index) -> Leads:
+        return Leads(
+            self.rep[index], self.channel[index], self.t[index], self.period[index], self.key[index]
+        )
 
 
 def arrivals(funnel: Funnel, rep_keys: np.ndarray, volume: np.ndarray) -> Leads:
@@ -120,40 +123,41 @@ def arrivals(funnel: Funnel, rep_keys: np.ndarray, volume: np.ndarray) -> Leads:
     draws, a little earlier) and adds new ones at the end.
     """
     cal = funnel.calendar
-    out_rep, out_ch, out_t, out_key = [], [], [], []
     reps = np.arange(len(rep_keys))
+    parts = []
     for c in range(len(funnel.channels)):
         for p in range(cal.periods):
             rate = volume[:, c] * funnel.daily_rate[c, p]
-            days = cal.edges[p + 1] - cal.edges[p]
-            expected = rate * days
+            expected = rate * (cal.edges[p + 1] - cal.edges[p])
             if not (expected > 0).any():
                 continue
-            month_id = _month_id(cal, p)
-            seg = streams.derive(
-                rep_keys, streams.salt(streams.ARRIVAL, int(funnel.channel_ids[c]), month_id)
-            )
+            salt = streams.salt(streams.ARRIVAL, int(funnel.channel_ids[c]), _month_id(cal, p))
+            seg = streams.derive(rep_keys, salt)
             top = float(expected.max())
             n = int(top + 6.0 * np.sqrt(top) + 16)
             while True:
                 keys = streams.indexed(seg[:, None], np.arange(n, dtype=np.uint64)[None, :])
-                gamma = np.cumsum(-np.log(streams.uniform(keys, _GAP)), axis=1)
+                gamma = np.log(streams.to_unit(keys.copy()))
+                np.negative(gamma, out=gamma)
+                np.cumsum(gamma, axis=1, out=gamma)
                 if (gamma[:, -1] >= expected).all():
                     break
                 n *= 2
             inside = gamma < expected[:, None]
-            r_idx, j_idx = np.nonzero(inside)
-            out_rep.append(reps[r_idx])
-            out_ch.append(np.full(r_idx.size, c, dtype=np.int64))
-            out_t.append(cal.edges[p] + gamma[r_idx, j_idx] / rate[r_idx])
-            out_key.append(keys[r_idx, j_idx])
-    if not out_rep:
+            counts = inside.sum(axis=1)
+            t = gamma[inside]
+            t /= np.repeat(rate, counts)
+            t += cal.edges[p]
+            parts.append((c, p, np.repeat(reps, counts), t, keys[inside]))
+    if not parts:
         return _no_leads()
+    sizes = [part[2].size for part in parts]
     return Leads(
-        rep=np.concatenate(out_rep),
-        channel=np.concatenate(out_ch),
-        t=np.concatenate(out_t),
-        key=np.concatenate(out_key),
+        rep=np.concatenate([part[2] for part in parts]),
+        channel=np.repeat([part[0] for part in parts], sizes),
+        t=np.concatenate([part[3] for part in parts]),
+        period=np.repeat([part[1] for part in parts], sizes),
+        key=np.concatenate([part[4] for part in parts]),
     )
 
 
@@ -164,8 +168,8 @@ def _month_id(cal, p: int) -> int:
 
 
 def _no_leads() -> Leads:
-    empty = np.zeros(0, dtype=np.int64)
-    return Leads(rep=empty, channel=empty, t=np.zeros(0), key=np.zeros(0, dtype=np.uint64))
+    empty = np.zeros(0, dtype=np.intp)
+    return Leads(empty, empty, np.zeros(0), empty, np.zeros(0, dtype=np.uint64))
 
 
 def opening_leads(funnel: Funnel, rep_keys: np.ndarray) -> tuple[Leads, np.ndarray]:
@@ -178,7 +182,8 @@ def opening_leads(funnel: Funnel, rep_keys: np.ndarray) -> tuple[Leads, np.ndarr
     keys = streams.mix(np.bitwise_xor(rep_keys[:, None], salts[None, :])).reshape(-1)
     reps = np.repeat(np.arange(len(rep_keys)), n)
     entry = np.tile(np.arange(n), len(rep_keys))
-    leads = Leads(rep=reps, channel=funnel.open_channel[entry], t=np.zeros(reps.size), key=keys)
+    zero = np.zeros(reps.size, dtype=np.intp)
+    leads = Leads(reps, funnel.open_channel[entry], np.zeros(reps.size), zero, keys)
     return leads, entry
 
 
@@ -190,7 +195,7 @@ class StayDraws:
 
     ``visit`` counts earlier entries of the same lead into the same stage (0 on the first),
     so re-entering a stage draws afresh and a lead's first visit to a stage draws the same
-    numbers whatever route brought it there.
+    numbers whatever route brought it there. Each method handles the stays of one stage.
     """
 
     def __init__(self, funnel: Funnel, inputs: Inputs):
@@ -198,97 +203,114 @@ class StayDraws:
         self.inputs = inputs
         n_stages = len(funnel.stages)
         k_max = max(t.targets.size for t in funnel.tables)
-        reps = inputs.volume.shape[0]
-        channels = len(funnel.channels)
-        # thresholds[r, s, c, :] — u above the first k thresholds means outcome k
-        self.thresholds = np.full((reps, n_stages, channels, k_max - 1), np.inf)
-        self.last = np.zeros((reps, n_stages, channels), dtype=np.int64)
         self.targets = np.full((n_stages, k_max), -1, dtype=np.int64)
-        self.dist_id = np.full((n_stages, channels, k_max), -1, dtype=np.int64)
-        self.dists = []
+        self._choice = []  # per stage: thresholds (scalar / by channel / by replication)
+        self._clip = []  # per stage: the last possible slot per (rep, channel), if needed
+        self._durations = []  # per stage: ("one", dist) / ("slot", dists) / ("any", ids, dists)
+        reps = inputs.volume.shape[0]
+        self.channels = len(funnel.channels)
         for t, p in zip(funnel.tables, inputs.probs, strict=True):
             k = t.targets.size
-            cum = np.cumsum(p, axis=2)
-            self.thresholds[:, t.index, :, : k - 1] = cum[:, :, : k - 1]
-            positive = p > 0
-            self.last[:, t.index, :] = k - 1 - np.argmax(positive[:, :, ::-1], axis=2)
             self.targets[t.index, :k] = t.targets
-            offset = len(self.dists)
-            self.dists.extend(t.dists)
-            self.dist_id[t.index, :, :k] = np.where(t.dist_of >= 0, t.dist_of + offset, -1)
+            # thresholds per cell (replication × channels + channel), one column per slot
+            cum = np.cumsum(p, axis=2)[:, :, : k - 1].reshape(reps * self.channels, k - 1)
+            if t.uncertain or not (t.probs == t.probs[0]).all():
+                self._choice.append(("cell", np.ascontiguousarray(cum.T)))
+            else:
+                self._choice.append(("scalar", [float(x) for x in cum[0]]))
+            positive = p > 0
+            last = k - 1 - np.argmax(positive[:, :, ::-1], axis=2)
+            self._clip.append(last.reshape(-1) if (last < k - 1).any() else None)
+            ids = t.dist_of
+            if (ids == ids[0, 0]).all():
+                self._durations.append(("one", t.dists[ids[0, 0]]))
+            elif (ids == ids[0]).all():
+                self._durations.append(("slot", [t.dists[g] for g in ids[0]]))
+            else:
+                self._durations.append(("any", ids, t.dists))
         self.stage_ids = [t.stable_id for t in funnel.tables]
         self._salts: dict[int, np.ndarray] = {}
 
-    def _salt_table(self, purpose: int, stage: np.ndarray, visit: np.ndarray) -> np.ndarray:
-        """The salt of each (stage, visit) pair: a table lookup, extended when needed."""
-        top = int(visit.max()) if visit.size else 0
+    def salt(self, purpose: int, stage: int, visit: np.ndarray | None) -> np.uint64 | np.ndarray:
+        """The salt of a stage's visits: one value for first visits, else per visit."""
+        top = 0 if visit is None or visit.size == 0 else int(visit.max())
         table = self._salts.get(purpose)
         if table is None or table.shape[1] <= top:
             width = max(4, 2 * top + 1)
             table = np.array(
                 [[streams.salt(purpose, sid, v) for v in range(width)] for sid in self.stage_ids],
                 dtype=np.uint64,
-            ).reshape(len(self.stage_ids), width)
+            )
             self._salts[purpose] = table
+        if top == 0:
+            return table[stage, 0]
         return table[stage, visit]
 
-    def outcome(self, rep, stage, channel, key, visit) -> np.ndarray:
-        """Outcome slot (index into the stage's targets) of each stay."""
-        u = streams.uniform(key, self._salt_table(streams.OUTCOME, stage, visit))
-        thresholds = self.thresholds[rep, stage, channel]
-        k = (u[:, None] > thresholds).sum(axis=1)
-        return np.minimum(k, self.last[rep, stage, channel])
+    def outcome(self, stage: int, cell, key, visit=None) -> np.ndarray:
+        """Outcome slot (index into the stage's targets) of each stay.
 
-    def duration(self, stage, channel, slot, key, visit) -> np.ndarray:
+        ``cell`` is each lead's replication (row of the batch) × channels + channel.
+        """
+        u = streams.uniform(key, self.salt(streams.OUTCOME, stage, visit))
+        kind, cum = self._choice[stage]
+        slot = np.zeros(u.size, dtype=np.intp)
+        for column in cum:  # slot k when u is above the first k thresholds
+            slot += u > (column if kind == "scalar" else column[cell])
+        last = self._clip[stage]
+        if last is not None:  # never pick an impossible outcome because of rounding
+            np.minimum(slot, last[cell], out=slot)
+        return slot
+
+    def duration(self, stage: int, slot, cell, key, visit=None) -> np.ndarray:
         """Days in the stage for each stay, from the outcome's distribution."""
-        keys = streams.derive(key, self._salt_table(streams.DURATION, stage, visit))
-        ids = self.dist_id[stage, channel, slot]
+        keys = np.bitwise_xor(key, self.salt(streams.DURATION, stage, visit))
+        how = self._durations[stage]
+        if how[0] == "one":
+            return how[1].draw(keys)
         out = np.empty(key.size)
-        for g, m in _groups(ids, len(self.dists)):
-            out[m] = self.dists[g].draw(keys[m])
+        if how[0] == "slot":
+            for k, m in _groups(slot, len(how[1])):
+                out[m] = how[1][k].draw(keys[m])
+        else:
+            ids = how[1][cell % self.channels, slot]
+            for g, m in _groups(ids, len(how[2])):
+                out[m] = how[2][g].draw(keys[m])
         return out
 
-    def opening(self, leads: Leads, entry: np.ndarray):
-        """Outcome slot and remaining days of the opening stays of pipeline leads.
+    def opening(self, stage: int, leads: Leads, age: np.ndarray):
+        """Outcome slot and remaining days of the opening stays of pipeline leads in a stage.
 
         A lead aged a days has outcome k with probability ∝ p_k·S_k(a) and then stays the
         residual of outcome k's duration given that it exceeds a.
         """
-        f = self.funnel
-        stage = f.open_stage[entry]
-        age = f.open_age[entry]
-        visit = np.zeros(stage.size, dtype=np.int64)
-        u = streams.uniform(leads.key, self._salt_table(streams.OUTCOME, stage, visit))
-        slots = np.zeros(stage.size, dtype=np.int64)
-        for s in np.unique(stage).tolist():
-            m = np.flatnonzero(stage == s)
-            table = f.tables[s]
-            weights = self.inputs.probs[s][leads.rep[m], leads.channel[m]].copy()
-            aged = age[m] > 0
-            for k in range(table.targets.size):
-                ids = table.dist_of[leads.channel[m], k]
-                for g in np.unique(ids[ids >= 0]).tolist():
-                    mm = aged & (ids == g)
-                    weights[mm, k] *= table.dists[g].sf(age[m][mm])
-            cum = np.cumsum(weights, axis=1)
-            cum /= cum[:, -1:]
-            k = (u[m, None] > cum[:, :-1]).sum(axis=1)
-            last = weights.shape[1] - 1 - np.argmax(weights[:, ::-1] > 0, axis=1)
-            slots[m] = np.minimum(k, last)
-        keys = streams.derive(leads.key, self._salt_table(streams.DURATION, stage, visit))
-        ids = self.dist_id[stage, leads.channel, slots]
-        days = np.empty(stage.size)
-        for g in np.unique(ids).tolist():
-            m = ids == g
-            aged = m & (age > 0)
-            fresh = m & ~(age > 0)
-            days[aged] = self.dists[g].residual(keys[aged], age[aged])
-            days[fresh] = self.dists[g].draw(keys[fresh])
-        return stage, slots, np.maximum(days, 0.0)
+        table = self.funnel.tables[stage]
+        u = streams.uniform(leads.key, self.salt(streams.OUTCOME, stage, None))
+        weights = self.inputs.probs[stage][leads.rep, leads.channel].copy()
+        aged = age > 0
+        ids = table.dist_of[leads.channel]  # (n, K)
+        for g, dist in enumerate(table.dists):
+            m = aged[:, None] & (ids == g)
+            if m.any():
+                rows, cols = np.nonzero(m)
+                weights[rows, cols] *= dist.sf(age[rows])
+        cum = np.cumsum(weights, axis=1)
+        cum /= cum[:, -1:]
+        slot = (u[:, None] > cum[:, :-1]).sum(axis=1)
+        last = weights.shape[1] - 1 - np.argmax(weights[:, ::-1] > 0, axis=1)
+        slot = np.minimum(slot, last)
+        keys = np.bitwise_xor(leads.key, self.salt(streams.DURATION, stage, None))
+        chosen = ids[np.arange(slot.size), slot]
+        days = np.empty(slot.size)
+        for g, m in _groups(chosen, len(table.dists)):
+            index = np.arange(slot.size)[m]
+            old = aged[index]
+            days[index[old]] = table.dists[g].residual(keys[index[old]], age[index[old]])
+            days[index[~old]] = table.dists[g].draw(keys[index[~old]])
+        return slot, np.maximum(days, 0.0)
 
     def deal_value(self, channel: np.ndarray, key: np.ndarray) -> np.ndarray:
         """Value of each won deal (currency)."""
-        keys = streams.derive(key, _DEAL)
+        keys = np.bitwise_xor(key, _DEAL)
         out = np.empty(key.size)
         for c, m in _groups(channel, len(self.funnel.channels)):
             out[m] = self.funnel.deal_value[c].draw(keys[m])
@@ -299,7 +321,7 @@ _DEAL = streams.salt(streams.DEAL_VALUE)
 
 
 def _groups(codes: np.ndarray, size: int):
-    """(code, index array) for each code present in ``codes`` (small non-negative ints)."""
+    """(code, index) for each code present in ``codes`` (small non-negative ints)."""
     if codes.size == 0:
         return
     present = np.flatnonzero(np.bincount(codes, minlength=size))

@@ -18,14 +18,7 @@ import numpy as np
 import simpy
 from simpy.events import URGENT, Timeout
 
-from funnelsim.engine.common import (
-    Leads,
-    StayDraws,
-    Tally,
-    arrivals,
-    draw_inputs,
-    opening_leads,
-)
+from funnelsim.engine.common import Leads, StayDraws, Tally, arrivals, draw_inputs, opening_leads
 from funnelsim.funnel import Funnel
 
 
@@ -39,26 +32,27 @@ def simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
     draws = StayDraws(funnel, inputs)
     new = arrivals(funnel, rep_keys, inputs.volume)
     opening, entry = opening_leads(funnel, rep_keys)
-    if len(opening):
-        open_stage, open_slot, open_days = draws.opening(opening, entry)
-        open_value = funnel.open_value[entry]
+    open_stage = funnel.open_stage[entry]
+    open_slot = np.zeros(len(opening), dtype=np.intp)
+    open_days = np.zeros(len(opening))
+    for s in np.unique(open_stage).tolist():
+        index = np.flatnonzero(open_stage == s)
+        open_slot[index], open_days[index] = draws.opening(
+            s, opening.take(index), funnel.open_age[entry[index]]
+        )
+    open_value = funnel.open_value[entry]
     for r in range(reps):
         mine = np.flatnonzero(new.rep == r)
         mine = mine[np.argsort(new.t[mine], kind="stable")]
-        first = _subset(new, mine)
         run = _Replication(funnel, draws, tally, r)
         if len(opening):
             o = np.flatnonzero(opening.rep == r)
             run.add_opening(
-                _subset(opening, o), open_stage[o], open_slot[o], open_days[o], open_value[o]
+                opening.take(o), open_stage[o], open_slot[o], open_days[o], open_value[o]
             )
-        run.add_arrivals(first)
+        run.add_arrivals(new.take(mine))
         run.run()
     return tally
-
-
-def _subset(leads: Leads, index: np.ndarray) -> Leads:
-    return Leads(leads.rep[index], leads.channel[index], leads.t[index], leads.key[index])
 
 
 class _Replication:
@@ -112,11 +106,10 @@ class _Replication:
         self.value[start:] = value.tolist()
         slots = np.empty((n, self.n_stages), dtype=np.int64)
         days = np.empty((n, self.n_stages))
-        zero = np.zeros(n, dtype=np.int64)
+        cell = leads.rep * self.draws.channels + leads.channel
         for s in range(self.n_stages):
-            stage = np.full(n, s, dtype=np.int64)
-            slots[:, s] = self.draws.outcome(leads.rep, stage, leads.channel, leads.key, zero)
-            days[:, s] = self.draws.duration(stage, leads.channel, slots[:, s], leads.key, zero)
+            slots[:, s] = self.draws.outcome(s, cell, leads.key)
+            days[:, s] = self.draws.duration(s, slots[:, s], cell, leads.key)
         self.keys.append(leads.key)
         self.first_slot.extend(slots.tolist())
         self.first_days.extend(days.tolist())
@@ -198,10 +191,10 @@ class _Replication:
         """Draws of a repeated visit (loops), made when needed."""
         block, offset = self._locate(i)
         key = self.keys[block][offset : offset + 1]
-        one = np.array([s]), np.array([self.channel[i]]), np.array([visit])
-        rep = np.array([self.row])
-        slot = self.draws.outcome(rep, one[0], one[1], key, one[2])
-        days = self.draws.duration(one[0], one[1], slot, key, one[2])
+        cell = np.array([self.row * self.draws.channels + self.channel[i]])
+        visits = np.array([visit])
+        slot = self.draws.outcome(s, cell, key, visits)
+        days = self.draws.duration(s, slot, cell, key, visits)
         return int(slot[0]), float(days[0])
 
     def _locate(self, i: int) -> tuple[int, int]:

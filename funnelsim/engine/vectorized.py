@@ -1,9 +1,15 @@
 """The vectorized engine: whole batches of replications as NumPy arrays.
 
 Exact, not an approximation, whenever leads do not interact (no shared sales-team
-capacity): every lead's stays are drawn from its own key exactly as the DES draws them, and
-the leads of all replications in the batch take their next step together ("hops"), however
-many loops a lead goes round. Pure: a funnel and replication keys in, a tally out.
+capacity): every lead's stays are drawn from its own key exactly as the DES draws them.
+Leads wait in a queue per stage; each pass takes every stage's queue in funnel order, draws
+the outcomes and durations of all its stays at once (all replications of the batch
+together), books what closed and hands the rest to the next stages' queues. A loop-free
+funnel takes one pass; loops take as many as the longest route. Pure: a funnel and
+replication keys in, a tally out.
+
+Counts are kept per *cell* ``rc = replication × channels + channel`` and period, so each
+booking is one ``bincount``; they are reshaped into a :class:`Tally` at the end.
 """
 
 from __future__ import annotations
@@ -13,150 +19,199 @@ import numpy as np
 from funnelsim.engine.common import StayDraws, Tally, arrivals, draw_inputs, opening_leads
 from funnelsim.funnel import Funnel
 
-
-def _add(target: np.ndarray, flat: np.ndarray, weights=None) -> None:
-    """target.flat[flat] += weights (or 1), with repeated indices adding up."""
-    counts = np.bincount(flat, weights=weights, minlength=target.size)
-    target += counts.reshape(target.shape)
+_FIELDS = ("rc", "t_in", "p_in", "key", "born", "value", "visits")
 
 
 class _Stays:
-    """The stays being processed in one hop: parallel arrays, one entry per lead."""
+    """Stays of one stage: parallel arrays, one entry per lead.
 
-    __slots__ = ("rep", "channel", "stage", "t_in", "key", "born", "value", "visits")
+    ``rc`` is the lead's replication × channels + channel; ``p_in`` the period the stay
+    began in; ``born`` the arrival time (NaN for the opening pipeline); ``value`` a known
+    deal value (NaN: draw it; the array is None when no lead has one); ``visits`` (loops
+    only) counts each lead's earlier stays per stage.
+    """
 
-    def __init__(self, rep, channel, stage, t_in, key, born, value, visits):
-        self.rep, self.channel, self.stage, self.t_in = rep, channel, stage, t_in
-        self.key, self.born, self.value, self.visits = key, born, value, visits
+    __slots__ = _FIELDS
+
+    def __init__(self, rc, t_in, p_in, key, born, value, visits):
+        self.rc, self.t_in, self.p_in, self.key = rc, t_in, p_in, key
+        self.born, self.value, self.visits = born, value, visits
 
     def take(self, index: np.ndarray) -> _Stays:
-        parts = (getattr(self, name) for name in self.__slots__)
-        return _Stays(*(None if a is None else a[index] for a in parts))
+        columns = (getattr(self, name) for name in _FIELDS)
+        return _Stays(*(None if a is None else a[index] for a in columns))
 
-    def visit(self) -> np.ndarray:
-        if self.visits is None:
-            return np.zeros(self.stage.size, dtype=np.int64)
-        return self.visits[np.arange(self.stage.size), self.stage]
+    @staticmethod
+    def join(parts: list[_Stays]) -> _Stays:
+        if len(parts) == 1:
+            return parts[0]
+        columns = []
+        for name in _FIELDS:
+            values = [getattr(p, name) for p in parts]
+            columns.append(None if values[0] is None else np.concatenate(values))
+        return _Stays(*columns)
 
 
 class _Run:
-    """The counts of one batch, filled hop by hop."""
+    """One batch: the stage queues and the counts, filled stage by stage."""
 
     def __init__(self, funnel: Funnel, draws: StayDraws, reps: int):
         self.funnel, self.draws = funnel, draws
         cal = funnel.calendar
         self.periods, self.stages = cal.periods, len(funnel.stages)
         self.channels = len(funnel.channels)
-        self.bounds = cal.edges[1:]  # period ends; the last is the horizon
-        self.horizon = cal.horizon
-        self.tally = Tally.zeros(reps, self.periods, self.channels, self.stages)
-        # stays counted in period p (entries, or the opening stays at 0) and left in p
-        self.started = np.zeros((reps, self.periods + 1, self.stages))
-        self.left = np.zeros((reps, self.periods + 1, self.stages))
+        self.reps = reps
+        self.cells = reps * self.channels
+        # period of each whole day (period edges are whole days); P for the horizon onwards
+        self.last_day = int(round(cal.horizon))
+        days = np.arange(self.last_day + 1)
+        self.day_period = np.searchsorted(cal.edges[1:], days, side="right")
+        flows = (self.cells, self.periods)
+        self.leads, self.won, self.lost = np.zeros(flows), np.zeros(flows), np.zeros(flows)
+        self.revenue, self.cycle_days = np.zeros(flows), np.zeros(flows)
+        self.cycle_count = np.zeros(flows)
+        # per stage, per cell and period (P: after the horizon): stays begun (the opening
+        # pipeline's in period 0), stays ended, and the days of the stays begun
+        stock = (self.stages, self.cells, self.periods + 1)
+        self.started, self.opening = np.zeros(stock), np.zeros(stock)
+        self.ended, self.stay_days = np.zeros(stock), np.zeros(stock)
+        self.queues: list[list[_Stays]] = [[] for _ in range(self.stages)]
+        self.targets = [t.targets.tolist() for t in funnel.tables]
+        self.loops = funnel.has_loops
+        self.known_values = bool(np.isfinite(funnel.open_value).any())
 
-    def stage_cell(self, rep, period, stage):
-        return (rep * (self.periods + 1) + period) * self.stages + stage
+    def period(self, t: np.ndarray) -> np.ndarray:
+        """Period of each time (days); P at or after the horizon."""
+        return self.day_period[np.minimum(t, self.last_day).astype(np.intp)]
 
-    def channel_cell(self, rep, period, channel):
-        return (rep * self.periods + period) * self.channels + channel
+    def drain(self) -> None:
+        """Process the queues until every lead has closed or outlived the horizon."""
+        while any(self.queues):
+            for s in range(self.stages):
+                if self.queues[s]:
+                    stays = _Stays.join(self.queues[s])
+                    self.queues[s] = []
+                    visit = stays.visits[:, s] if self.loops else None
+                    slot = self.draws.outcome(s, stays.rc, stays.key, visit)
+                    days = self.draws.duration(s, slot, stays.rc, stays.key, visit)
+                    self.settle(s, stays, slot, days, opening=False)
 
-    def hops(self, stays: _Stays) -> None:
-        while stays.stage.size:
-            visit = stays.visit()
-            d = self.draws
-            slot = d.outcome(stays.rep, stays.stage, stays.channel, stays.key, visit)
-            days = d.duration(stays.stage, stays.channel, slot, stays.key, visit)
-            stays = self.settle(stays, slot, days, opening=False)
-
-    def settle(self, stays: _Stays, slot, days, *, opening: bool) -> _Stays:
-        """Record the stays (entries, open counts, closes); return those moving on."""
-        t = self.tally
+    def settle(self, s: int, stays: _Stays, slot, days, *, opening: bool) -> None:
+        """Book the stays of stage ``s`` and queue those moving on to other stages."""
+        periods, width = self.periods, self.periods + 1
         t_out = stays.t_in + days
-        p_in = np.searchsorted(self.bounds, stays.t_in, side="right")
-        p_out = np.searchsorted(self.bounds, t_out, side="right")  # P when beyond the horizon
-        cell = self.stage_cell(stays.rep, p_in, stays.stage)
-        started = np.bincount(cell, minlength=self.started.size).reshape(self.started.shape)
-        self.started += started
-        if not opening:
-            t.entered += started[:, : self.periods]
-            stay = np.bincount(cell, weights=days, minlength=self.started.size)
-            t.stay_days += stay.reshape(self.started.shape)[:, : self.periods]
-        _add(self.left, self.stage_cell(stays.rep, p_out, stays.stage))
-
-        closed = p_out < self.periods
-        target = self.draws.targets[stays.stage, slot]
-        funnel = self.funnel
-        for code, counter in ((funnel.won, t.won), (funnel.lost, t.lost)):
-            index = np.flatnonzero(closed & (target == code))
+        p_out = self.period(t_out)
+        cell_in = stays.rc * width + stays.p_in
+        size = self.cells * width
+        started = np.bincount(cell_in, minlength=size).reshape(self.cells, width)
+        self.started[s] += started
+        if opening:
+            self.opening[s] += started
+        else:
+            days_in = np.bincount(cell_in, weights=days, minlength=size)
+            self.stay_days[s] += days_in.reshape(self.cells, width)
+        targets = self.targets[s]
+        kinds = len(targets) + 1  # the outcome slots, and "still open at the horizon"
+        code = np.where(p_out < periods, slot, kinds - 1)
+        counts = np.bincount(
+            (stays.rc * width + p_out) * kinds + code, minlength=size * kinds
+        ).reshape(self.cells, width, kinds)
+        self.ended[s] += counts.sum(axis=2)
+        for k, target in enumerate(targets):
+            if target == self.funnel.lost:
+                self.lost += counts[:, :periods, k]
+                continue
+            index = np.flatnonzero(code == k)
             if index.size == 0:
                 continue
-            rep, channel, period = stays.rep[index], stays.channel[index], p_out[index]
-            cell_c = self.channel_cell(rep, period, channel)
-            _add(counter, cell_c)
-            if code != funnel.won:
+            if target == self.funnel.won:
+                self.won += counts[:, :periods, k]
+                self._book_won(stays, index, t_out[index], p_out[index])
                 continue
+            moving = stays.take(index)
+            moving.t_in = t_out[index]
+            moving.p_in = p_out[index]
+            if self.loops:  # the stay just ended counts as a visit of stage s
+                moving.visits[:, s] += 1
+            self.queues[target].append(moving)
+
+    def _book_won(self, stays: _Stays, index, closed_at, period) -> None:
+        rc = stays.rc[index]
+        where = rc * self.periods + period
+        key = stays.key[index]
+        if stays.value is None:
+            value = self.draws.deal_value(rc % self.channels, key)
+        else:
             value = stays.value[index]
             unknown = np.isnan(value)
             if unknown.any():
-                value[unknown] = self.draws.deal_value(channel[unknown], stays.key[index[unknown]])
-            _add(t.revenue, cell_c, value)
-            born = stays.born[index]
-            new = ~np.isnan(born)
-            if new.any():
-                _add(t.cycle_days, cell_c[new], t_out[index[new]] - born[new])
-                _add(t.cycle_count, cell_c[new])
-        moving = np.flatnonzero(closed & (target < self.stages))
-        nxt = stays.take(moving)
-        if nxt.visits is not None:  # the stay just ended counts as a visit of its stage
-            nxt.visits[np.arange(moving.size), nxt.stage] += 1
-        nxt.stage = target[moving]
-        nxt.t_in = t_out[moving]
-        return nxt
+                value[unknown] = self.draws.deal_value(rc[unknown] % self.channels, key[unknown])
+        _add(self.revenue, where, value)
+        born = stays.born[index]
+        new = ~np.isnan(born)
+        if new.any():
+            _add(self.cycle_days, where[new], closed_at[new] - born[new])
+            _add(self.cycle_count, where[new])
 
     def finish(self) -> Tally:
-        # open at the end of period p: stays with t_in < B_p <= t_out
-        opened = np.cumsum(self.started, axis=1)[:, : self.periods]
-        closed = np.cumsum(self.left, axis=1)[:, : self.periods]
-        self.tally.open[:] = opened - closed
-        return self.tally
+        reps, c, p, s = self.reps, self.channels, self.periods, self.stages
+
+        def by_channel(a: np.ndarray) -> np.ndarray:  # (cells, P) -> (R, P, C)
+            return a.reshape(reps, c, p).transpose(0, 2, 1)
+
+        def by_stage(a: np.ndarray) -> np.ndarray:  # (S, cells, P+1) -> (R, P, S)
+            return a.reshape(s, reps, c, p + 1).sum(axis=2).transpose(1, 2, 0)[:, :p]
+
+        # open at the end of period p: stays begun before its end and ended after it
+        stock = np.cumsum(self.started, axis=2) - np.cumsum(self.ended, axis=2)
+        return Tally(
+            leads=by_channel(self.leads),
+            won=by_channel(self.won),
+            lost=by_channel(self.lost),
+            revenue=by_channel(self.revenue),
+            cycle_days=by_channel(self.cycle_days),
+            cycle_count=by_channel(self.cycle_count),
+            entered=by_stage(self.started - self.opening),
+            stay_days=by_stage(self.stay_days),
+            open=by_stage(stock),
+        )
+
+
+def _add(target: np.ndarray, flat: np.ndarray, weights=None) -> None:
+    """target.flat[flat] += weights (or 1), with repeated indices adding up."""
+    target += np.bincount(flat, weights=weights, minlength=target.size).reshape(target.shape)
 
 
 def simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
     """Simulate one replication per key; returns their tally (rows in key order)."""
-    reps, n_stages = len(rep_keys), len(funnel.stages)
+    reps, n_stages, n_channels = len(rep_keys), len(funnel.stages), len(funnel.channels)
     inputs = draw_inputs(funnel, rep_keys)
     draws = StayDraws(funnel, inputs)
     run = _Run(funnel, draws, reps)
-    loops = funnel.has_loops
 
-    new = arrivals(funnel, rep_keys, inputs.volume)
-    p_new = funnel.calendar.period_of(new.t)
-    _add(run.tally.leads, run.channel_cell(new.rep, p_new, new.channel))
+    def visits(n: int):
+        return np.zeros((n, n_stages), dtype=np.int64) if run.loops else None
 
     opening, entry = opening_leads(funnel, rep_keys)
-    if len(opening):
-        stage, slot, days = draws.opening(opening, entry)
+    for s in np.unique(funnel.open_stage[entry]).tolist():
+        index = np.flatnonzero(funnel.open_stage[entry] == s)
+        part = opening.take(index)
+        slot, days = draws.opening(s, part, funnel.open_age[entry[index]])
         stays = _Stays(
-            opening.rep,
-            opening.channel,
-            stage,
-            np.zeros(len(opening)),
-            opening.key,
-            np.full(len(opening), np.nan),
-            funnel.open_value[entry],
-            np.zeros((len(opening), n_stages), dtype=np.int64) if loops else None,
+            part.rep * n_channels + part.channel,
+            np.zeros(index.size),
+            np.zeros(index.size, dtype=np.intp),
+            part.key,
+            np.full(index.size, np.nan),
+            funnel.open_value[entry[index]] if run.known_values else None,
+            visits(index.size),
         )
-        run.hops(run.settle(stays, slot, days, opening=True))
+        run.settle(s, stays, slot, days, opening=True)
 
-    stays = _Stays(
-        new.rep,
-        new.channel,
-        np.zeros(len(new), dtype=np.int64),
-        new.t,
-        new.key,
-        new.t,
-        np.full(len(new), np.nan),
-        np.zeros((len(new), n_stages), dtype=np.int64) if loops else None,
-    )
-    run.hops(stays)
+    new = arrivals(funnel, rep_keys, inputs.volume)
+    rc = new.rep * n_channels + new.channel
+    _add(run.leads, rc * funnel.calendar.periods + new.period)
+    value = np.full(len(new), np.nan) if run.known_values else None
+    run.queues[0].append(_Stays(rc, new.t, new.period, new.key, new.t, value, visits(len(new))))
+    run.drain()
     return run.finish()
