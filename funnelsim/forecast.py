@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class Forecast:
     """
 
     data: xr.Dataset
+    _cache: dict[str, xr.Dataset] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -73,16 +74,19 @@ class Forecast:
         Funnel-wide metrics have dims (replication, period); per-stage ones are named
         ``stage_<metric>`` with a ``stage`` dim; per-channel ones ``channel_<metric>``.
         """
-        return _metrics(self._grouped(by), self.data.attrs)
+        if by not in self._cache:
+            self._cache[by] = _metrics(self._grouped(by), self.data.attrs)
+        return self._cache[by]
 
     def totals(self) -> xr.Dataset:
         """Per-replication metrics over the whole horizon (dims without ``period``)."""
-        whole = self._grouped("total")
-        return _metrics(whole, self.data.attrs).isel(period=0, drop=True)
+        return self.metrics("total").isel(period=0, drop=True)
 
     def _grouped(self, by: str) -> xr.Dataset:
         if by not in (*PERIODS, "total"):
             raise ValueError(f"by must be one of {', '.join(PERIODS)}; got {by!r}")
+        if by == "month":
+            return self.data
         labels = list(self.data.period.values)
         groups = [_group_label(label, by) for label in labels]
         names = list(dict.fromkeys(groups))
@@ -105,9 +109,13 @@ class Forecast:
     # ------------------------------------------------------------------ summaries
     def summary(self, by: str = "month") -> dict[str, Any]:
         """Statistics over replications, as written to ``summary.json``."""
+        key = f"summary:{by}"
+        if key not in self._cache:
+            self._cache[key] = self._summary(by)
+        return self._cache[key]
+
+    def _summary(self, by: str) -> dict[str, Any]:
         a = self.data.attrs
-        totals = self.totals()
-        periods = self.metrics(by)
         out: dict[str, Any] = {
             "scenario": a["scenario"],
             "engine": a["engine"],
@@ -120,67 +128,51 @@ class Forecast:
             "end": a["end"],
             "period": by,
             "units": {**UNITS, "revenue": a["currency"]},
-            "totals": {m: stats(totals[m].values) for m in FUNNEL_METRICS},
-            "stages": {
-                s: {m: stats(totals[f"stage_{m}"].sel(stage=s).values) for m in STAGE_METRICS}
-                for s in self.data.stage.values
-            },
-            "channels": {
-                c: {m: stats(totals[f"channel_{m}"].sel(channel=c).values) for m in CHANNEL_METRICS}
-                for c in self.data.channel.values
-            },
+            "totals": {},
+            "stages": {},
+            "channels": {},
             "periods": [],
         }
+        out.update(self._stats_of(self.totals()))
+        periods = self.metrics(by)
         for label in periods.period.values:
-            row = periods.sel(period=label)
-            entry: dict[str, Any] = {"period": str(label)}
-            entry.update({m: stats(row[m].values) for m in FUNNEL_METRICS})
-            entry["stages"] = {
-                s: {m: stats(row[f"stage_{m}"].sel(stage=s).values) for m in STAGE_METRICS}
-                for s in self.data.stage.values
-            }
-            out["periods"].append(entry)
+            entry = {"period": str(label), **self._stats_of(periods.sel(period=label))}
+            totals = entry.pop("totals")
+            out["periods"].append({"period": entry.pop("period"), **totals, **entry})
         return out
+
+    def _stats_of(self, ds: xr.Dataset) -> dict[str, Any]:
+        """Statistics of one period's (or the totals') metrics: funnel, stages, channels."""
+        return {
+            "totals": {m: stats(ds[m].values) for m in FUNNEL_METRICS},
+            "stages": {
+                s: {m: stats(ds[f"stage_{m}"].values[..., i]) for m in STAGE_METRICS}
+                for i, s in enumerate(self.data.stage.values.tolist())
+            },
+            "channels": {
+                c: {m: stats(ds[f"channel_{m}"].values[..., i]) for m in CHANNEL_METRICS}
+                for i, c in enumerate(self.data.channel.values.tolist())
+            },
+        }
 
     def periods_rows(self, by: str = "month") -> list[dict[str, Any]]:
         """The tidy rows of ``periods.csv`` (period "total" is the whole horizon)."""
+        summary = self.summary(by)
         rows: list[dict[str, Any]] = []
-        for label, ds in [("total", self.totals())] + [
-            (str(p), self.metrics(by).sel(period=p)) for p in self.metrics(by).period.values
-        ]:
+        blocks = [("total", summary["totals"], summary["stages"], summary["channels"])]
+        blocks += [(p["period"], p, p["stages"], p["channels"]) for p in summary["periods"]]
+        for label, funnel, stages, channels in blocks:
             for m in FUNNEL_METRICS:
-                rows.append(
-                    {
-                        "period": label,
-                        "stage": "",
-                        "channel": "",
-                        "metric": m,
-                        **stats(ds[m].values),
-                    }
-                )
-            for s in self.data.stage.values:
+                rows.append({"period": label, "stage": "", "channel": "", "metric": m, **funnel[m]})
+            for stage, values in stages.items():
                 for m in STAGE_METRICS:
-                    values = ds[f"stage_{m}"].sel(stage=s).values
                     rows.append(
-                        {
-                            "period": label,
-                            "stage": str(s),
-                            "channel": "",
-                            "metric": m,
-                            **stats(values),
-                        }
+                        {"period": label, "stage": stage, "channel": "", "metric": m, **values[m]}
                     )
-            for c in self.data.channel.values:
+            for channel, values in channels.items():
                 for m in CHANNEL_METRICS:
-                    values = ds[f"channel_{m}"].sel(channel=c).values
                     rows.append(
-                        {
-                            "period": label,
-                            "stage": "",
-                            "channel": str(c),
-                            "metric": m,
-                            **stats(values),
-                        }
+                        {"period": label, "stage": "", "channel": channel, "metric": m, **values[m]}
                     )
         return rows
 

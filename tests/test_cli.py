@@ -279,8 +279,13 @@ def test_run_out_writes_summary_periods_and_netcdf(tiny, tmp_path):
     assert [p["period"] for p in summary["periods"]] == [f"2027-0{m}" for m in range(1, 7)]
     for period in summary["periods"]:
         for metric, value in period.items():
-            if metric not in ("period", "stages"):
+            if metric not in ("period", "stages", "channels"):
                 assert set(value) == STATS, metric
+        assert set(period["stages"]) == {"qualify", "demo"}
+        assert set(period["channels"]) == {"web", "referral"}
+        for group in (*period["stages"].values(), *period["channels"].values()):
+            for stats in group.values():
+                assert set(stats) == STATS
 
     with (out / "periods.csv").open(newline="") as f:
         rows = list(csv.reader(f))
