@@ -132,3 +132,53 @@ def expected_leads(funnel: Funnel) -> np.ndarray:
     """Expected new leads per channel and period, (C, P): ∫ rate over each period, exactly."""
     volume = np.array([funnel.mean_volume(c) for c in range(len(funnel.channels))])
     return volume[:, None] * funnel.daily_rate * np.diff(funnel.calendar.edges)[None, :]
+
+
+# ------------------------------------------------------------------ queueing oracles
+
+
+def erlang_c(servers: int, arrival_rate: float, service_rate: float) -> dict[str, float]:
+    """M/M/c in steady state (Erlang 1917): probability an arrival waits, and mean wait.
+
+    ``arrival_rate`` and ``service_rate`` per day; the mean wait is in days, over all
+    arrivals (those that do not wait count as 0). Requires arrival_rate < servers × service_rate.
+    """
+    a = arrival_rate / service_rate
+    if a >= servers:
+        raise ValueError(f"unstable: offered load {a:g} >= {servers} servers")
+    term = 1.0
+    below = 0.0
+    for k in range(servers):
+        below += term
+        term *= a / (k + 1)  # term = a^(k+1) / (k+1)!
+    top = term * servers / (servers - a)
+    p_wait = top / (below + top)
+    return {"p_wait": p_wait, "mean_wait": p_wait / (servers * service_rate - arrival_rate)}
+
+
+def erlang_a(
+    servers: int, arrival_rate: float, service_rate: float, patience_rate: float
+) -> dict[str, float]:
+    """M/M/c+M in steady state (Palm's Erlang A): waiting leads leave at ``patience_rate``.
+
+    Solved as the birth-death chain of the number of leads present (births at the arrival
+    rate; deaths at service_rate × min(n, c) + patience_rate × (n − c)⁺), truncated where the
+    probabilities vanish. Returns the probability of waiting, the mean wait over all
+    arrivals (days) and the fraction that abandons (goes cold), θ·E[queue]/λ.
+    """
+    weights = [1.0]
+    n = 0
+    while True:
+        n += 1
+        death = service_rate * min(n, servers) + patience_rate * max(n - servers, 0)
+        weights.append(weights[-1] * arrival_rate / death)
+        if n > servers and weights[-1] < 1e-16 * sum(weights):
+            break
+    total = sum(weights)
+    pi = [w / total for w in weights]
+    queue = sum(max(k - servers, 0) * p for k, p in enumerate(pi))
+    return {
+        "p_wait": sum(pi[servers:]),
+        "mean_wait": queue / arrival_rate,
+        "p_abandon": patience_rate * queue / arrival_rate,
+    }

@@ -162,6 +162,73 @@ def run(
         click.echo("\nWrote " + ", ".join(str(p) for p in written))
 
 
+@main.command()
+@_scenario_arg
+@_set_option
+@click.option(
+    "--reps",
+    "sizes",
+    required=True,
+    metavar="SIZES",
+    help="Team sizes to try: 2..12, 2..12..2 (a step) or 3,5,8.",
+)
+@click.option(
+    "--max-wait",
+    type=click.FloatRange(min=0),
+    metavar="DAYS",
+    help="Also mark the smallest team whose mean wait for a rep stays under DAYS.",
+)
+@click.option("-n", "--replications", type=click.IntRange(min=1), help="Default: the scenario's.")
+@click.option("--seed", type=click.IntRange(min=0), help="Default: the scenario's.")
+@click.option("--workers", type=click.IntRange(min=1), help="Default: the number of CPUs.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write staff.json and staff.csv into this folder.",
+)
+@_bad_input
+def staff(
+    scenario: Path,
+    overrides: tuple[str, ...],
+    sizes: str,
+    max_wait: float | None,
+    replications: int | None,
+    seed: int | None,
+    workers: int | None,
+    out: Path | None,
+) -> None:
+    """How many reps? Runs the scenario for each team size on the same random numbers.
+
+    Reports revenue, won deals, leads gone cold, the mean wait for a rep, utilization and
+    the reps' cost (costs.rep_per_month) per size, and marks the size with the most revenue
+    minus rep cost.
+    """
+    from funnelsim.scenario import load_scenario
+    from funnelsim.staffing import parse_sizes, write_staff
+    from funnelsim.staffing import staff as run_staff
+    from funnelsim.text import staff_text
+
+    loaded = load_scenario(scenario, overrides)
+    bar = _Progress()
+    try:
+        result = run_staff(
+            loaded,
+            parse_sizes(sizes),
+            max_wait=max_wait,
+            replications=replications,
+            seed=seed,
+            workers=workers,
+            progress=bar.update,
+        )
+    finally:
+        bar.close()
+    if out is not None:
+        written = write_staff(result, out)
+    click.echo(staff_text(result))
+    if out is not None:
+        click.echo("\nWrote " + ", ".join(str(p) for p in written))
+
+
 class _Progress:
     """A progress bar on stderr, only when stderr is a terminal and the run takes > 1 s."""
 

@@ -34,6 +34,8 @@ import xarray as xr
 
 FUNNEL_METRICS = ("leads", "won", "lost", "revenue", "open_at_end", "cycle_days")
 STAGE_METRICS = ("entered", "open_at_end", "days_in_stage")
+TEAM_METRICS = ("went_cold", "rep_utilization")
+TEAM_STAGE_METRICS = ("wait_days", "waited", "went_cold", "queue_at_end")
 CHANNEL_METRICS = ("leads", "won", "lost", "revenue")
 UNITS = {
     "leads": "leads",
@@ -44,6 +46,11 @@ UNITS = {
     "cycle_days": "days",
     "entered": "entries",
     "days_in_stage": "days",
+    "went_cold": "leads",
+    "rep_utilization": "share of slot time",
+    "wait_days": "days",
+    "waited": "entries",
+    "queue_at_end": "leads",
 }
 PERIODS = ("month", "quarter", "year")
 
@@ -97,7 +104,7 @@ class Forecast:
             shape = list(values.shape)
             shape[1] = len(names)
             out = np.zeros(shape)
-            if name == "open":  # a stock: the value at the group's last month
+            if name in ("open", "queue"):  # stocks: the value at the group's last month
                 for g in range(len(names)):
                     out[:, g] = values[:, np.flatnonzero(index == g)[-1]]
             else:
@@ -141,12 +148,22 @@ class Forecast:
             out["periods"].append({"period": entry.pop("period"), **totals, **entry})
         return out
 
+    @property
+    def team_stages(self) -> list[str]:
+        """The stages worked by the sales team (empty without a team)."""
+        return [s for s in self.data.attrs.get("sales_team_stages", "").split(",") if s]
+
     def _stats_of(self, ds: xr.Dataset) -> dict[str, Any]:
         """Statistics of one period's (or the totals') metrics: funnel, stages, channels."""
+        team = self.team_stages
+        funnel = FUNNEL_METRICS + (TEAM_METRICS if team else ())
         return {
-            "totals": {m: stats(ds[m].values) for m in FUNNEL_METRICS},
+            "totals": {m: stats(ds[m].values) for m in funnel},
             "stages": {
-                s: {m: stats(ds[f"stage_{m}"].values[..., i]) for m in STAGE_METRICS}
+                s: {
+                    m: stats(ds[f"stage_{m}"].values[..., i])
+                    for m in STAGE_METRICS + (TEAM_STAGE_METRICS if s in team else ())
+                }
                 for i, s in enumerate(self.data.stage.values.tolist())
             },
             "channels": {
@@ -162,10 +179,10 @@ class Forecast:
         blocks = [("total", summary["totals"], summary["stages"], summary["channels"])]
         blocks += [(p["period"], p, p["stages"], p["channels"]) for p in summary["periods"]]
         for label, funnel, stages, channels in blocks:
-            for m in FUNNEL_METRICS:
+            for m in FUNNEL_METRICS + (TEAM_METRICS if self.team_stages else ()):
                 rows.append({"period": label, "stage": "", "channel": "", "metric": m, **funnel[m]})
             for stage, values in stages.items():
-                for m in STAGE_METRICS:
+                for m in values:
                     rows.append(
                         {"period": label, "stage": stage, "channel": "", "metric": m, **values[m]}
                     )
@@ -178,27 +195,37 @@ class Forecast:
 
     # ------------------------------------------------------------------ files
     def write(self, out_dir: str | Path, *, by: str = "month") -> list[Path]:
-        """Write summary.json, periods.csv and forecast.nc into ``out_dir``, atomically.
+        """Write summary.json, periods.csv and forecast.nc into ``out_dir``, atomically."""
+        summary = json.dumps(self.summary(by), indent=2, allow_nan=False) + "\n"
+        files = {
+            "summary.json": summary,
+            "periods.csv": _csv(self.periods_rows(by)),
+            "forecast.nc": lambda path: self.metrics("month").to_netcdf(path, engine="scipy"),
+        }
+        return write_atomically(Path(out_dir), files)
 
-        Everything is written to a temporary folder inside ``out_dir`` first and moved into
-        place only when all files are complete, so a failed run leaves no partial file.
-        """
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".funnelsim-", dir=out_dir))
-        try:
-            (staging / "summary.json").write_text(
-                json.dumps(self.summary(by), indent=2, allow_nan=False) + "\n", encoding="utf-8"
-            )
-            (staging / "periods.csv").write_text(_csv(self.periods_rows(by)), encoding="utf-8")
-            self.metrics("month").to_netcdf(staging / "forecast.nc", engine="scipy")
-            written = []
-            for name in ("summary.json", "periods.csv", "forecast.nc"):
-                os.replace(staging / name, out_dir / name)
-                written.append(out_dir / name)
-            return written
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+
+def write_atomically(out_dir: Path, files: dict[str, str | Callable[[Path], Any]]) -> list[Path]:
+    """Write files (text, or a function writing to a path) into ``out_dir``.
+
+    Everything goes to a temporary folder inside ``out_dir`` first and is moved into place
+    only when all files are complete, so a failure leaves no partial file.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".funnelsim-", dir=out_dir))
+    try:
+        for name, content in files.items():
+            if callable(content):
+                content(staging / name)
+            else:
+                (staging / name).write_text(content, encoding="utf-8")
+        written = []
+        for name in files:
+            os.replace(staging / name, out_dir / name)
+            written.append(out_dir / name)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def stats(values: np.ndarray) -> dict[str, float | None]:
@@ -261,12 +288,23 @@ def _metrics(raw: xr.Dataset, attrs: dict[str, Any]) -> xr.Dataset:
         "cycle_days": (rp, _ratio(v["cycle_days"].sum(axis=2), v["cycle_count"].sum(axis=2))),
         "stage_entered": (rps, v["entered"]),
         "stage_open_at_end": (rps, v["open"]),
-        "stage_days_in_stage": (rps, _ratio(v["stay_days"], v["entered"])),
+        "stage_days_in_stage": (rps, _ratio(v["stay_days"], v["entered"] - v["unserved"])),
         "channel_leads": (rpc, v["leads"]),
         "channel_won": (rpc, v["won"]),
         "channel_lost": (rpc, v["lost"]),
         "channel_revenue": (rpc, v["revenue"]),
     }
+    if attrs.get("sales_team_stages"):
+        out.update(
+            {
+                "went_cold": (rp, v["cold"].sum(axis=2)),
+                "rep_utilization": (rp, _ratio(v["busy_slot_days"], v["slot_days"])),
+                "stage_wait_days": (rps, _ratio(v["wait_days"], v["entered"])),
+                "stage_waited": (rps, v["waited"]),
+                "stage_went_cold": (rps, v["cold"]),
+                "stage_queue_at_end": (rps, v["queue"]),
+            }
+        )
     ds = xr.Dataset(
         out, coords={k: raw.coords[k] for k in ("replication", "period", "stage", "channel")}
     )
@@ -280,15 +318,14 @@ def _metrics(raw: xr.Dataset, attrs: dict[str, Any]) -> xr.Dataset:
 
 def from_tally(tally_arrays: dict[str, np.ndarray], *, labels, stages, channels, attrs) -> Forecast:
     """Build a Forecast from the engines' tally arrays (R × P × C or S)."""
+    from funnelsim.engine.common import TALLY_DIMS
+
     dims = {
-        "entered": ("replication", "period", "stage"),
-        "stay_days": ("replication", "period", "stage"),
-        "open": ("replication", "period", "stage"),
+        "channel": ("replication", "period", "channel"),
+        "stage": ("replication", "period", "stage"),
+        "funnel": ("replication", "period"),
     }
-    data = {
-        name: (dims.get(name, ("replication", "period", "channel")), values)
-        for name, values in tally_arrays.items()
-    }
+    data = {name: (dims[TALLY_DIMS[name]], values) for name, values in tally_arrays.items()}
     reps = next(iter(tally_arrays.values())).shape[0]
     ds = xr.Dataset(
         data,

@@ -100,6 +100,26 @@ class StageTable:
 
 
 @dataclass(frozen=True)
+class Team:
+    """The sales team, compiled: which stages reps work and how the team changes.
+
+    ``changes`` lists, in time order, (day, rep, slots, skill, active): from ``day`` rep
+    ``rep`` has ``slots`` slots and ``skill``, and takes new leads if ``active``. Day-0
+    entries are the team at the start. A hired rep ramps from half to full slots and skill in
+    monthly steps over ``ramp_months`` (slots rounded down, at least 1).
+    """
+
+    worked: np.ndarray  # (S,) bool: stage occupies a slot of the lead's rep
+    leads_per_rep: int
+    patience: _Dist | None
+    highest_value_first: bool
+    size: int  # the most reps the team ever has
+    changes: tuple[tuple[float, int, int, float, bool], ...]
+    rep_per_month: float | None
+    rep_months: np.ndarray  # (P,) rep-months paid in each period (team size × share of month)
+
+
+@dataclass(frozen=True)
 class Funnel:
     """Everything an engine needs, as arrays; built once per run from a scenario."""
 
@@ -117,6 +137,7 @@ class Funnel:
     open_age: np.ndarray = field(default_factory=lambda: np.zeros(0))
     open_value: np.ndarray = field(default_factory=lambda: np.zeros(0))  # nan = draw
     open_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    team: Team | None = None
 
     @property
     def won(self) -> int:
@@ -165,6 +186,9 @@ def compile_funnel(scenario: Scenario) -> Funnel:
             nxt = stage_next(scenario, sname, cname)
             for outcome in nxt.dirichlet if isinstance(nxt, Dirichlet) else nxt:
                 outcomes[outcome] = None
+        team = scenario.sales_team
+        if team is not None and sname in team.stages and LOST not in outcomes:
+            outcomes[LOST] = None  # a rep with skill below 1 loses some leads here
         names = list(outcomes)
         k_count = len(names)
         probs = np.zeros((len(channels), k_count))
@@ -229,6 +253,7 @@ def compile_funnel(scenario: Scenario) -> Funnel:
     leads = scenario.open_leads
     ch_code = {name: i for i, name in enumerate(channels)}
     return Funnel(
+        team=_compile_team(scenario, cal),
         stages=stages,
         channels=channels,
         channel_ids=np.array([streams.stable_id(c) for c in channels], dtype=np.uint64),
@@ -242,4 +267,54 @@ def compile_funnel(scenario: Scenario) -> Funnel:
         open_age=np.array([x.days_in_stage for x in leads], dtype=float),
         open_value=np.array([np.nan if x.value is None else x.value for x in leads], dtype=float),
         open_ids=np.array([streams.stable_id(x.lead_id) for x in leads], dtype=np.uint64),
+    )
+
+
+def _compile_team(scenario: Scenario, cal: Calendar) -> Team | None:
+    team = scenario.sales_team
+    if team is None:
+        return None
+    size = max([team.reps] + [h.reps for h in team.hiring])
+    skill = list(team.skill) + [1.0] * max(0, size - len(team.skill))
+    full = team.leads_per_rep
+    changes: list[tuple[float, int, int, float, bool]] = [
+        (0.0, r, full, skill[r], True) for r in range(team.reps)
+    ]
+    current = team.reps
+    start = scenario.start
+    # team size in effect on each day, for what the reps cost
+    horizon = int(round(cal.horizon))
+    size_on_day = np.full(horizon, float(team.reps))
+    for hire in team.hiring:
+        day = float((hire.from_ - start).days)
+        size_on_day[int(day) :] = hire.reps
+        if hire.reps < current:
+            changes += [(day, r, full, skill[r], False) for r in range(hire.reps, current)]
+        for r in range(current, hire.reps):
+            steps = hire.ramp_months
+            for k in range(steps + 1):
+                share = 1.0 if steps == 0 else 0.5 + 0.5 * k / steps
+                when = float((add_months(hire.from_, k) - start).days)
+                if when >= cal.horizon:
+                    break
+                slots = max(1, int(full * share + 1e-9))
+                changes.append((when, r, slots, skill[r] * share, True))
+        current = hire.reps
+    changes.sort(key=lambda change: change[0])
+    rep_months = np.array(
+        [
+            size_on_day[int(cal.edges[p]) : int(cal.edges[p + 1])].sum() / cal.month_days[p]
+            for p in range(cal.periods)
+        ]
+    )
+    costs = scenario.costs
+    return Team(
+        worked=np.array([name in team.stages for name in scenario.stages]),
+        leads_per_rep=full,
+        patience=team.patience,
+        highest_value_first=team.queue == "highest_value_first",
+        size=size,
+        changes=tuple(changes),
+        rep_per_month=None if costs is None else costs.rep_per_month,
+        rep_months=rep_months,
     )

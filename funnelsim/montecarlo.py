@@ -34,6 +34,13 @@ def choose_engine(scenario: Scenario, engine: str = "auto") -> str:
     """The engine a run uses: ``auto`` picks vectorized whenever the scenario allows it."""
     if engine not in ENGINES:
         raise EngineError(f"unknown engine {engine!r}; expected one of: {', '.join(ENGINES)}")
+    if scenario.sales_team is not None:
+        if engine == "vectorized":
+            raise EngineError(
+                "the vectorized engine cannot model a sales team (leads wait for the same "
+                "reps); use --engine des or auto"
+            )
+        return "des"
     return "vectorized" if engine == "auto" else engine
 
 
@@ -105,6 +112,8 @@ def run(
         "start": scenario.start.isoformat(),
         "end": scenario.end.isoformat(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sales_team_stages": ",".join(scenario.sales_team.stages) if scenario.sales_team else "",
+        "rep_months": float(funnel.team.rep_months.sum()) if funnel.team else 0.0,
     }
     return from_tally(
         tally.arrays(),

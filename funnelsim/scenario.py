@@ -25,6 +25,7 @@ import numpy as np
 import yaml
 from pydantic import (
     AfterValidator,
+    ConfigDict,
     Discriminator,
     Field,
     PrivateAttr,
@@ -225,6 +226,59 @@ class OpenLead:
     row: int | None = None  # the row of the pipeline file it came from
 
 
+def parse_date(value: Any) -> date:
+    """A ``YYYY-MM-DD`` date from YAML text (dates are not resolved by the YAML loader)."""
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise PydanticCustomError("date", "expected a date YYYY-MM-DD", {"value": value})
+
+
+class Hire(Strict):
+    """A change of team size: from this date the team has ``reps`` reps."""
+
+    from_: date = Field(alias="from", description="First day with the new team size.")
+    reps: int = Field(ge=0)
+    ramp_months: int = Field(
+        default=0, ge=0, le=120, description="New reps ramp from half to full over these months."
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
+
+    @field_validator("from_", mode="before")
+    @classmethod
+    def _date(cls, value: Any) -> Any:
+        return parse_date(value)
+
+
+class SalesTeam(Strict):
+    """Reps with a limited number of leads each: leads wait for a slot, may go cold."""
+
+    reps: int = Field(ge=0, description="Reps at the start.")
+    leads_per_rep: int = Field(ge=1, description="Leads one rep works on at once.")
+    stages: list[str] = Field(
+        min_length=1, description="Stages whose duration occupies a slot of the lead's rep."
+    )
+    patience: Distribution | None = Field(
+        default=None, description="Days a lead waits for a slot before going cold; omit = waits."
+    )
+    queue: Literal["fifo", "highest_value_first"] = "fifo"
+    hiring: list[Hire] = Field(default_factory=list)
+    skill: list[Positive] = Field(
+        default_factory=list, description="Per rep (by index); reps beyond the list have 1.0."
+    )
+
+
+class Costs(Strict):
+    """What the sales system costs (in the scenario's currency)."""
+
+    rep_per_month: NonNegative | None = Field(default=None, description="Cost of one rep a month.")
+
+
 class Scenario(Strict):
     """A validated scenario. Build it with :func:`load_scenario` or :func:`scenario_from_dict`."""
 
@@ -245,6 +299,10 @@ class Scenario(Strict):
     pipeline: Pipeline | None = Field(
         default=None, description="Leads already in the funnel on the start date."
     )
+    sales_team: SalesTeam | None = Field(
+        default=None, description="Reps whose capacity limits the rep-worked stages."
+    )
+    costs: Costs | None = None
 
     _source: Path | None = PrivateAttr(default=None)
     _open_leads: tuple[OpenLead, ...] = PrivateAttr(default=())
@@ -253,14 +311,7 @@ class Scenario(Strict):
     @field_validator("start", mode="before")
     @classmethod
     def _date(cls, value: Any) -> Any:
-        if isinstance(value, date):
-            return value
-        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
-            try:
-                return date.fromisoformat(value.strip())
-            except ValueError:
-                pass
-        raise PydanticCustomError("date", "expected a date YYYY-MM-DD", {"value": value})
+        return parse_date(value)
 
     # --- derived facts, used by the engines and reports -------------------------------------
     @property
@@ -648,6 +699,8 @@ def _check(s: Scenario) -> Iterable[Problem]:
                     stage.duration, override.next, f"{owhere} -> next", extra_ok=True
                 )
     yield from _check_graph(s)
+    if s.sales_team is not None:
+        yield from _check_team(s, s.sales_team)
     if isinstance(s.pipeline, dict):
         for sname, entry in s.pipeline.items():
             where = f"pipeline -> {sname}"
@@ -772,6 +825,58 @@ def _check_graph(s: Scenario) -> Iterable[Problem]:
             f"leads in {names}{whose} can never reach won or lost: a loop with no exit "
             "(give one of these stages an outcome won or lost with probability > 0)",
         )
+
+
+def _check_team(s: Scenario, team: SalesTeam) -> Iterable[Problem]:
+    stages = list(s.stages)
+    for i, name in enumerate(team.stages):
+        if name not in s.stages:
+            yield Problem(
+                f"sales_team -> stages -> {i}",
+                f"unknown stage '{name}'{did_you_mean(name, stages)}; "
+                f"expected one of: {', '.join(stages)}",
+            )
+    if len(set(team.stages)) != len(team.stages):
+        yield Problem("sales_team -> stages", "lists a stage twice")
+    previous = s.start
+    for i, hire in enumerate(team.hiring):
+        where = f"sales_team -> hiring -> {i} -> from"
+        if not s.start < hire.from_ < s.end:
+            yield Problem(
+                where,
+                f"{hire.from_} is outside the horizon (after {s.start}, before {s.end})",
+            )
+        elif hire.from_ <= previous and i > 0:
+            yield Problem(where, f"{hire.from_} is not after the previous entry ({previous})")
+        previous = hire.from_
+    most = max([team.reps, len(team.skill)] + [h.reps for h in team.hiring])
+    skills = list(team.skill) + [1.0] * (most - len(team.skill))
+    for name in team.stages:
+        if name not in s.stages:
+            continue
+        for channel in s.channels:
+            probs = outcome_probabilities(stage_next(s, name, channel))
+            kept = sum(p for k, p in probs.items() if k != LOST)
+            for rep, skill in enumerate(skills):
+                if skill * kept > 1.0 + PROBABILITY_TOLERANCE:
+                    yield Problem(
+                        f"sales_team -> skill -> {rep}",
+                        f"skill {skill:g} × P(not lost) {kept:g} = {skill * kept:.4g} in stage "
+                        f"'{name}' (channel {channel}) would leave lost below 0; expected a "
+                        f"skill of at most {1 / kept:.4g} there",
+                    )
+                    break
+            else:
+                continue
+            break
+        duration = s.stages[name].duration
+        lost_listed = LOST in outcome_probabilities(s.stages[name].next)
+        if isinstance(duration, dict) and not lost_listed and any(x != 1.0 for x in skills):
+            yield Problem(
+                f"stages -> {name} -> duration",
+                "has no duration for 'lost', which a rep with skill below 1 makes possible in "
+                "this rep-worked stage; add one",
+            )
 
 
 # ---------------------------------------------------------------- the opening pipeline
@@ -936,3 +1041,9 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "funnelsim scenario (version 1)"
     return schema
+
+
+def scenario_with(scenario: Scenario, overrides: Sequence[str]) -> Scenario:
+    """A copy of ``scenario`` with ``--set``-style changes, validated like a file."""
+    data = scenario.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return scenario_from_dict(data, overrides=overrides, source=scenario.source)

@@ -37,6 +37,7 @@ DURATION = 3
 DEAL_VALUE = 4
 INPUT = 5
 PIPELINE = 6
+PATIENCE = 7
 
 
 def _mix_inplace(x: np.ndarray) -> np.ndarray:

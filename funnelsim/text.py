@@ -19,6 +19,13 @@ def number(x: float | None, decimals: int = 0) -> str:
     return f"{x:,.{decimals}f}"
 
 
+def percent(x: float | None) -> str:
+    """``87.5%``; ``n/a`` for undefined values."""
+    if x is None or x != x:
+        return "n/a"
+    return f"{100 * x:.1f}%"
+
+
 def days(x: float | None) -> str:
     """Days with a precision that suits them: ``82.4``, ``3.25``, ``0.042``."""
     if x is None or x != x:
@@ -130,6 +137,8 @@ _LABELS = {
     "revenue": "revenue",
     "open_at_end": "open at end",
     "cycle_days": "days to win (new leads won)",
+    "went_cold": "went cold waiting for a rep",
+    "rep_utilization": "rep utilization",
 }
 
 
@@ -145,26 +154,40 @@ def forecast_text(summary: dict[str, Any]) -> str:
     ]
     rows = []
     for metric, label in _LABELS.items():
-        s = summary["totals"][metric]
+        s = summary["totals"].get(metric)
+        if s is None:
+            continue
         unit = f" ({cur})" if metric == "revenue" else ""
-        fmt = days if metric == "cycle_days" else number
+        fmt = {"cycle_days": days, "rep_utilization": percent}.get(metric, number)
         rows.append([label + unit] + [fmt(s[k]) for k in ("mean", "p5", "p50", "p95")])
     out.append(_table(["", "mean", "P5", "P50", "P95"], rows))
 
+    team = any("wait_days" in s for s in summary["stages"].values())
     out += ["", "Funnel by stage (entries in the horizon; open at the end; mean days per stay)"]
     rows = []
     for stage, s in summary["stages"].items():
         e, o, d = s["entered"], s["open_at_end"], s["days_in_stage"]
-        rows.append(
-            [
-                stage,
-                number(e["mean"]),
-                f"{number(e['p5'])}-{number(e['p95'])}",
-                number(o["mean"]),
-                days(d["mean"]),
-            ]
-        )
-    out.append(_table(["stage", "entered", "P5-P95", "open at end", "days in stage"], rows))
+        row = [
+            stage,
+            number(e["mean"]),
+            f"{number(e['p5'])}-{number(e['p95'])}",
+            number(o["mean"]),
+            days(d["mean"]),
+        ]
+        if team:
+            if "wait_days" in s:
+                row += [
+                    days(s["wait_days"]["mean"]),
+                    number(s["went_cold"]["mean"]),
+                    number(s["queue_at_end"]["mean"]),
+                ]
+            else:
+                row += ["-", "-", "-"]
+        rows.append(row)
+    header = ["stage", "entered", "P5-P95", "open at end", "days in stage"]
+    if team:
+        header += ["wait for rep", "went cold", "queue at end"]
+    out.append(_table(header, rows))
 
     out += ["", "By channel (means)"]
     rows = []
@@ -201,4 +224,59 @@ def forecast_text(summary: dict[str, Any]) -> str:
             rows,
         )
     )
+    return "\n".join(out)
+
+
+def staff_text(result: dict[str, Any]) -> str:
+    """The table of ``funnelsim staff``."""
+    cur = result["currency"]
+    out = [
+        f"{result['scenario']}: team sizes on the same leads "
+        f"({result['replications']:,} replications, seed {result['seed']}; constant teams, "
+        "hiring plans left out)",
+        "",
+    ]
+    rows = []
+    for r in result["rows"]:
+        marks = []
+        if r["reps"] == result["best_reps"]:
+            edge = r["reps"] == result["rows"][-1]["reps"] and len(result["rows"]) > 1
+            marks.append("most revenue minus rep cost" + (" (largest tried)" if edge else ""))
+        if r["reps"] == result["smallest_reps_within_max_wait"]:
+            marks.append(f"smallest with mean wait <= {result['max_wait_days']:g} days")
+        rows.append(
+            [
+                str(r["reps"]),
+                number(r["revenue"]["mean"]),
+                f"{number(r['revenue']['p5'])}-{number(r['revenue']['p95'])}",
+                number(r["won"]["mean"]),
+                number(r["went_cold"]["mean"]),
+                days(r["wait_days"]["mean"]),
+                percent(r["rep_utilization"]["mean"]),
+                number(r["rep_cost"]),
+                number(r["revenue_minus_rep_cost"]),
+                "; ".join(marks),
+            ]
+        )
+    header = [
+        "reps",
+        f"revenue ({cur})",
+        "P5-P95",
+        "won",
+        "went cold",
+        "wait (days)",
+        "utilization",
+        f"rep cost ({cur})",
+        "revenue - rep cost",
+        "",
+    ]
+    out.append(_table(header, rows))
+    if len(result["rows"]) > 1 and result["best_reps"] == result["rows"][-1]["reps"]:
+        out.append("\nThe best size is the largest tried: try larger teams too.")
+    if result["rep_per_month"] is None:
+        out.append("\nSet costs.rep_per_month to rank team sizes by revenue minus rep cost.")
+    if result["max_wait_days"] is not None and result["smallest_reps_within_max_wait"] is None:
+        out.append(
+            f"\nNo team size tried keeps the mean wait under {result['max_wait_days']:g} days."
+        )
     return "\n".join(out)

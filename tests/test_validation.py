@@ -604,6 +604,65 @@ CASES: dict[str, Bad] = {
     "set_breaks_probability_sum": Bad(
         "stages -> demo -> next", ("sum to 1.2",), overrides=("stages.demo.next.won=0.5",)
     ),
+    # ---- the sales team
+    "team_unknown_stage": Bad(
+        "sales_team -> stages -> 1",
+        ("unknown stage 'dmo'", "did you mean 'demo'"),
+        put("sales_team", {"reps": 2, "leads_per_rep": 3, "stages": ["qualify", "dmo"]}),
+        cli=True,
+    ),
+    "team_negative_reps": Bad(
+        "sales_team -> reps",
+        ("-1", "greater than or equal to 0"),
+        put("sales_team", {"reps": -1, "leads_per_rep": 3, "stages": ["demo"]}),
+    ),
+    "team_zero_slots": Bad(
+        "sales_team -> leads_per_rep",
+        ("0", "greater than or equal to 1"),
+        put("sales_team", {"reps": 2, "leads_per_rep": 0, "stages": ["demo"]}),
+    ),
+    "team_skill_not_positive": Bad(
+        "sales_team -> skill -> 1",
+        ("0", "greater than 0"),
+        put("sales_team", {"reps": 2, "leads_per_rep": 3, "stages": ["demo"], "skill": [1, 0]}),
+    ),
+    "team_skill_pushes_lost_below_zero": Bad(
+        "sales_team -> skill -> 0",
+        ("skill 4", "'demo'", "would leave lost below 0"),
+        put("sales_team", {"reps": 2, "leads_per_rep": 3, "stages": ["demo"], "skill": [4]}),
+    ),
+    "team_hiring_outside_horizon": Bad(
+        "sales_team -> hiring -> 0 -> from",
+        ("2028-03-01", "outside the horizon"),
+        put(
+            "sales_team",
+            {"reps": 2, "leads_per_rep": 3, "stages": ["demo"], "hiring": [{"from": "2028-03-01", "reps": 3}]},
+        ),
+    ),
+    "team_hiring_bad_date": Bad(
+        "sales_team -> hiring -> 0 -> from",
+        ("2027-02-30", "expected a date YYYY-MM-DD"),
+        put(
+            "sales_team",
+            {"reps": 2, "leads_per_rep": 3, "stages": ["demo"], "hiring": [{"from": "2027-02-30", "reps": 3}]},
+        ),
+    ),
+    "team_queue_unknown": Bad(
+        "sales_team -> queue",
+        ("'lifo'", "'fifo' or 'highest_value_first'"),
+        put("sales_team", {"reps": 2, "leads_per_rep": 3, "stages": ["demo"], "queue": "lifo"}),
+    ),
+    "team_negative_patience": Bad(
+        "sales_team -> patience -> mean",
+        ("-3", "greater than 0"),
+        put(
+            "sales_team",
+            {"reps": 2, "leads_per_rep": 3, "stages": ["demo"], "patience": {"dist": "exponential", "mean": -3}},
+        ),
+    ),
+    "costs_negative_rep": Bad(
+        "costs -> rep_per_month", ("-9000", "greater than or equal to 0"), put("costs", {"rep_per_month": -9000})
+    ),
 }
 
 

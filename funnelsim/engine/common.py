@@ -35,23 +35,37 @@ class Tally:
     entered: np.ndarray  # (R, P, S) stage entries (opening pipeline not counted)
     stay_days: np.ndarray  # (R, P, S) sum of sampled durations of the stays begun
     open: np.ndarray  # (R, P, S) leads in the stage at the period's end
+    # the sales team (DES only; zero without one)
+    cold: np.ndarray  # (R, P, S) leads that went cold waiting for a slot
+    wait_days: np.ndarray  # (R, P, S) days waited for a slot, by the period of entry
+    waited: np.ndarray  # (R, P, S) entries that had to wait at all
+    unserved: np.ndarray  # (R, P, S) entries that never got a slot (went cold, or still wait)
+    queue: np.ndarray  # (R, P, S) leads waiting for a slot at the period's end
+    busy_slot_days: np.ndarray  # (R, P) slot-days in use
+    slot_days: np.ndarray  # (R, P) slot-days available
 
     @classmethod
     def zeros(cls, replications: int, periods: int, channels: int, stages: int) -> Tally:
-        by_channel = (replications, periods, channels)
-        by_stage = (replications, periods, stages)
-        return cls(
-            **{
-                f.name: np.zeros(by_stage if f.name in _STAGE_FIELDS else by_channel)
-                for f in fields(cls)
-            }
-        )
+        shapes = {
+            "channel": (replications, periods, channels),
+            "stage": (replications, periods, stages),
+            "funnel": (replications, periods),
+        }
+        return cls(**{name: np.zeros(shapes[kind]) for name, kind in TALLY_DIMS.items()})
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-_STAGE_FIELDS = {"entered", "stay_days", "open"}
+TALLY_DIMS = {
+    **dict.fromkeys(("leads", "won", "lost", "revenue", "cycle_days", "cycle_count"), "channel"),
+    **dict.fromkeys(
+        ("entered", "stay_days", "open", "cold", "wait_days", "waited", "unserved", "queue"),
+        "stage",
+    ),
+    **dict.fromkeys(("busy_slot_days", "slot_days"), "funnel"),
+}
+"""What each tally field is broken down by, besides replication and period."""
 
 
 # ------------------------------------------------------------------ uncertain inputs

@@ -1,23 +1,34 @@
 """The discrete-event engine (SimPy): leads move through the funnel one event at a time.
 
-It is the general engine — the one that later carries what leads cannot do independently
-(shared sales-team capacity) — and implements the same model as the vectorized engine with
-the same draws, so on a scenario both can run they give the same tally.
+It is the general engine: besides everything the vectorized engine does (with the same
+draws, so on a scenario both can run they give the same tally) it models the sales team —
+reps with a limited number of slots, leads waiting for one and going cold, skill, hiring.
 
-For speed it does not run a SimPy process per lead: events are plain timeouts whose
-callbacks move a lead on (arrivals are chained, one pending at a time), the draws of every
-lead's first visit to each stage are made in bulk up front, and counts go into Python lists.
+For speed it runs no SimPy process per lead: events are plain timeouts whose callbacks move
+a lead on (arrivals are chained, one pending at a time), the draws of every lead's first
+visit to each stage are made in bulk up front, and counts go into Python lists.
 Pure: a funnel and replication keys in, a tally out.
+
+The sales team (see ``docs/scenario.md``): a lead entering a rep-worked stage needs a slot of
+its rep. A lead without a rep takes a free slot of the active rep with the most free slots
+(ties: the lowest index) and keeps that rep; when every slot is taken it waits in the team's
+queue and takes the first slot that frees. A lead with a rep waits for that rep. Waiting
+leads are served first-in first-out, or highest deal value first; a lead whose patience runs
+out first goes cold (lost). The stage's duration runs while the lead holds the slot, and
+the rep's skill scales the probabilities of the outcomes other than lost.
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
+import math
 
 import numpy as np
 import simpy
 from simpy.events import URGENT, Timeout
 
+from funnelsim import streams
 from funnelsim.engine.common import Leads, StayDraws, Tally, arrivals, draw_inputs, opening_leads
 from funnelsim.funnel import Funnel
 
@@ -55,6 +66,22 @@ def simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
     return tally
 
 
+WAITING, SERVED, COLD = 0, 1, 2
+
+
+class _Wait:
+    """A lead waiting for a slot in a rep-worked stage."""
+
+    __slots__ = ("lead", "stage", "draws", "since", "period", "state", "opening", "order")
+
+    def __init__(self, lead, stage, draws, since, period, opening, order):
+        # draws: (outcome uniform, duration per outcome), or for an opening stay its
+        # already drawn (outcome slot, days left)
+        self.lead, self.stage, self.draws, self.since = lead, stage, draws, since
+        self.period, self.opening, self.order = period, opening, order
+        self.state = WAITING
+
+
 class _Replication:
     """One replication: the SimPy environment, the leads and the running counts."""
 
@@ -63,7 +90,8 @@ class _Replication:
         cal = funnel.calendar
         self.env = simpy.Environment()
         self.horizon = cal.horizon
-        self.inner_edges = cal.edges[1:-1].tolist()
+        self.edges = cal.edges.tolist()
+        self.inner_edges = self.edges[1:-1]
         self.n_stages = len(funnel.stages)
         self.targets = draws.targets.tolist()
         self.won_code, self.lost_code = funnel.won, funnel.lost
@@ -73,20 +101,25 @@ class _Replication:
             for name in ("won", "lost", "revenue", "cycle_days", "cycle_count")
         }
         self.by_stage = {
-            name: [[0.0] * stages for _ in range(periods)] for name in ("entered", "stay_days")
+            name: [[0.0] * stages for _ in range(periods)]
+            for name in ("entered", "stay_days", "cold", "wait_days", "waited", "unserved")
         }
         self.occupancy = [0] * stages
         self.snapshots: list[list[int]] = []
+        self.queue_snapshots: list[list[int]] = []
         # lead state, filled by add_opening / add_arrivals
         self.channel: list[int] = []
         self.born: list[float] = []
         self.value: list[float] = []
         self.keys: list[np.ndarray] = []
-        self.first_slot: list[np.ndarray] = []
-        self.first_days: list[np.ndarray] = []
+        self.first_slot: list[list[int]] = []
+        self.first_days: list[list[float]] = []
         self.visits: dict[tuple[int, int], int] = {}
         self.loops = funnel.has_loops
-        for boundary in cal.edges[1:-1]:
+        self.team = funnel.team
+        if self.team is not None:
+            self._init_team()
+        for boundary in self.inner_edges:
             event = simpy.Event(self.env)
             event._ok = True
             event._value = None
@@ -99,28 +132,32 @@ class _Replication:
         start = len(self.channel)
         n = len(leads)
         self.channel.extend(leads.channel.tolist())
-        self.value.extend(value.tolist())
         deal = self.draws.deal_value(leads.channel, leads.key)
-        nan = np.isnan(value)
-        value = np.where(nan, deal, value)
-        self.value[start:] = value.tolist()
-        slots = np.empty((n, self.n_stages), dtype=np.int64)
-        days = np.empty((n, self.n_stages))
+        self.value.extend(np.where(np.isnan(value), deal, value).tolist())
+        slots = np.zeros((n, self.n_stages), dtype=np.int64)
+        days = np.zeros((n, self.n_stages))
         cell = leads.rep * self.draws.channels + leads.channel
+        worked = self.team.worked if self.team is not None else np.zeros(self.n_stages, bool)
         for s in range(self.n_stages):
-            slots[:, s] = self.draws.outcome(s, cell, leads.key)
-            days[:, s] = self.draws.duration(s, slots[:, s], cell, leads.key)
+            if not worked[s]:
+                slots[:, s] = self.draws.outcome(s, cell, leads.key)
+                days[:, s] = self.draws.duration(s, slots[:, s], cell, leads.key)
         self.keys.append(leads.key)
         self.first_slot.extend(slots.tolist())
         self.first_days.extend(days.tolist())
+        if self.team is not None:
+            self._register_team(leads, cell)
         return start
 
     def add_opening(self, leads, stage, slot, days, value) -> None:
         start = self._register(leads, value)
-        self.born.extend([float("nan")] * len(leads))
+        self.born.extend([math.nan] * len(leads))
         rows = zip(stage.tolist(), slot.tolist(), days.tolist(), strict=True)
         for j, (s, k, d) in enumerate(rows):
-            self._stay(start + j, s, k, d, 0.0)
+            if self.team is not None and self.team.worked[s]:
+                self._need_slot(start + j, s, 0, 0.0, opening=(k, d))
+            else:
+                self._stay(start + j, s, k, d, 0.0)
 
     def add_arrivals(self, leads: Leads) -> None:
         start = self._register(leads, np.full(len(leads), np.nan))
@@ -145,27 +182,32 @@ class _Replication:
 
     def _enter(self, i: int, s: int) -> None:
         visit = self.visits.get((i, s), 0) if self.loops else 0
+        now = self.env.now
+        p = bisect.bisect_right(self.inner_edges, now)
+        self.by_stage["entered"][p][s] += 1
+        if self.team is not None and self.team.worked[s]:
+            self._need_slot(i, s, visit, now)
+            return
         if visit == 0:
             slot, days = self.first_slot[i][s], self.first_days[i][s]
         else:
             slot, days = self._redraw(i, s, visit)
-        now = self.env.now
-        p = bisect.bisect_right(self.inner_edges, now)
-        self.by_stage["entered"][p][s] += 1
         self.by_stage["stay_days"][p][s] += days
         self._stay(i, s, slot, days, now)
 
-    def _stay(self, i: int, s: int, slot: int, days: float, now: float) -> None:
+    def _stay(self, i: int, s: int, slot: int, days: float, now: float, rep: int = -1) -> None:
         self.occupancy[s] += 1
         if now + days < self.horizon:
-            event = Timeout(self.env, days, (i, s, slot))
+            event = Timeout(self.env, days, (i, s, slot, rep))
             event.callbacks.append(self._leave)
 
     def _leave(self, event) -> None:
-        i, s, slot = event._value
+        i, s, slot, rep = event._value
         self.occupancy[s] -= 1
         if self.loops:
             self.visits[(i, s)] = self.visits.get((i, s), 0) + 1
+        if rep >= 0:
+            self._release(rep)
         target = self.targets[s][slot]
         now = self.env.now
         if target == self.won_code or target == self.lost_code:
@@ -183,31 +225,294 @@ class _Replication:
                 counts["lost"][p][c] += 1
         else:
             self._enter(i, target)
+        if rep >= 0:
+            self._serve(rep)
 
     def _snapshot(self, event) -> None:
         self.snapshots.append(list(self.occupancy))
+        if self.team is not None:
+            self.queue_snapshots.append(list(self.waiting))
+
+    def _key(self, i: int) -> np.ndarray:
+        for keys in self.keys:
+            if i < keys.size:
+                return keys[i : i + 1]
+            i -= keys.size
+        raise IndexError(i)
 
     def _redraw(self, i: int, s: int, visit: int) -> tuple[int, float]:
         """Draws of a repeated visit (loops), made when needed."""
-        block, offset = self._locate(i)
-        key = self.keys[block][offset : offset + 1]
+        key = self._key(i)
         cell = np.array([self.row * self.draws.channels + self.channel[i]])
         visits = np.array([visit])
         slot = self.draws.outcome(s, cell, key, visits)
         days = self.draws.duration(s, slot, cell, key, visits)
         return int(slot[0]), float(days[0])
 
-    def _locate(self, i: int) -> tuple[int, int]:
-        for block, keys in enumerate(self.keys):
-            if i < keys.size:
-                return block, i
-            i -= keys.size
-        raise IndexError(i)
+    # ---------------------------------------------------------------- the sales team
+    def _init_team(self) -> None:
+        team = self.team
+        size = team.size
+        self.slots = [0] * size
+        self.busy = [0] * size
+        self.skill = [1.0] * size
+        self.active = [False] * size
+        self.rep_queue: list[list] = [[] for _ in range(size)]
+        self.team_queue: list = []
+        self.waiting = [0] * self.n_stages
+        self.rep_of: dict[int, int] = {}
+        self.order = 0
+        self.busy_total = 0
+        self.available = 0
+        self.t_acc = 0.0
+        self.acc_period = 0
+        periods = len(self.edges) - 1
+        self.busy_days = [0.0] * periods
+        self.slot_days = [0.0] * periods
+        self.first_u: list[list[float]] = []
+        self.first_by_slot: list[list[list[float]]] = []
+        self.first_patience: list[list[float]] = []
+        self._thresholds: dict[tuple[int, int, float], tuple[list[float], int]] = {}
+        for day, rep, slots, skill, active in team.changes:
+            if day <= 0:
+                self._change(rep, slots, skill, active)
+            else:
+                event = Timeout(self.env, day, (rep, slots, skill, active))
+                event.callbacks.append(self._team_event)
+
+    def _register_team(self, leads: Leads, cell: np.ndarray) -> None:
+        """Bulk-draw, for rep-worked stages, the outcome uniform, the duration of every
+        possible outcome and the patience of each lead's first visit."""
+        team, draws = self.team, self.draws
+        n = len(leads)
+        k_max = draws.targets.shape[1]
+        u = np.zeros((n, self.n_stages))
+        by_slot = np.zeros((n, self.n_stages, k_max))
+        patience = np.full((n, self.n_stages), math.inf)
+        for s in np.flatnonzero(team.worked).tolist():
+            u[:, s] = streams.uniform(leads.key, draws.salt(streams.OUTCOME, s, None))
+            for k in range(int((draws.targets[s] >= 0).sum())):
+                slot = np.full(n, k, dtype=np.intp)
+                by_slot[:, s, k] = draws.duration(s, slot, cell, leads.key)
+            if team.patience is not None:
+                keys = np.bitwise_xor(leads.key, streams.salt(streams.PATIENCE, draws.stage_ids[s]))
+                patience[:, s] = team.patience.draw(keys)
+        self.first_u.extend(u.tolist())
+        self.first_by_slot.extend(by_slot.tolist())
+        self.first_patience.extend(patience.tolist())
+
+    def _team_draws(self, i: int, s: int, visit: int) -> tuple[float, list[float], float]:
+        """Outcome uniform, duration per outcome and patience of a visit to a worked stage."""
+        if visit == 0:
+            return self.first_u[i][s], self.first_by_slot[i][s], self.first_patience[i][s]
+        draws = self.draws
+        key = self._key(i)
+        visits = np.array([visit])
+        cell = np.array([self.row * draws.channels + self.channel[i]])
+        u = float(streams.uniform(key, draws.salt(streams.OUTCOME, s, visits))[0])
+        by_slot = [
+            float(draws.duration(s, np.array([k]), cell, key, visits)[0])
+            for k in range(int((draws.targets[s] >= 0).sum()))
+        ]
+        patience = math.inf
+        if self.team.patience is not None:
+            salt = streams.salt(streams.PATIENCE, draws.stage_ids[s], visit)
+            patience = float(self.team.patience.draw(np.bitwise_xor(key, salt))[0])
+        return u, by_slot, patience
+
+    def _need_slot(self, i: int, s: int, visit: int, now: float, opening=None) -> None:
+        """A lead enters a rep-worked stage: take a slot of its rep, or wait for one."""
+        self.occupancy[s] += 1
+        if opening is None:
+            u, by_slot, patience = self._team_draws(i, s, visit)
+            drawn = (u, by_slot)
+        else:
+            drawn, patience = opening, self.first_patience[i][s]
+        self.order += 1
+        period = bisect.bisect_right(self.inner_edges, now)
+        wait = _Wait(i, s, drawn, now, period, opening is not None, self.order)
+        rep = self.rep_of.get(i, -1)
+        if rep >= 0 and not self.active[rep]:
+            rep = -1  # its rep has left the team: it is reassigned
+        if rep < 0:
+            rep = self._most_free()
+            if rep >= 0:
+                self._start(wait, rep)
+                return
+            self._push(self.team_queue, wait)
+        elif self.slots[rep] - self.busy[rep] > 0:
+            self._start(wait, rep)
+            return
+        else:
+            self._push(self.rep_queue[rep], wait)
+        self.waiting[s] += 1
+        if now + patience < self.horizon:
+            event = Timeout(self.env, patience, wait)
+            event.callbacks.append(self._cold)
+
+    def _most_free(self) -> int:
+        best, most = -1, 0
+        for rep, slots in enumerate(self.slots):
+            free = slots - self.busy[rep]
+            if self.active[rep] and free > most:
+                best, most = rep, free
+        return best
+
+    def _push(self, queue: list, wait: _Wait) -> None:
+        if self.team.highest_value_first:
+            heapq.heappush(queue, (-self.value[wait.lead], wait.order, wait))
+        else:
+            heapq.heappush(queue, (wait.since, wait.order, wait))
+
+    def _start(self, wait: _Wait, rep: int) -> None:
+        """The lead gets a slot of ``rep``: its outcome and duration are drawn now."""
+        now = self.env.now
+        i, s = wait.lead, wait.stage
+        wait.state = SERVED
+        self.rep_of[i] = rep
+        self._account(now)
+        self.busy[rep] += 1
+        self.busy_total += 1
+        if not self.active[rep]:
+            self.available += 1
+        if wait.opening:
+            slot, days = wait.draws
+        else:
+            u, by_slot = wait.draws
+            cum, last = self._cum(s, self.channel[i], self.skill[rep])
+            slot = min(bisect.bisect_left(cum, u), last)
+            days = by_slot[slot]
+            stage = self.by_stage
+            waited = now - wait.since
+            stage["wait_days"][wait.period][s] += waited
+            if waited > 0:
+                stage["waited"][wait.period][s] += 1
+            stage["stay_days"][wait.period][s] += days
+        if now + days < self.horizon:
+            event = Timeout(self.env, days, (i, s, slot, rep))
+            event.callbacks.append(self._leave)
+
+    def _cum(self, s: int, channel: int, skill: float) -> tuple[list[float], int]:
+        """Outcome thresholds of stage ``s`` for a rep with ``skill``: the probabilities of
+        outcomes other than lost scale by the skill, lost takes the remainder."""
+        key = (s, channel, skill)
+        if key not in self._thresholds:
+            p = self.draws.inputs.probs[s][self.row, channel].copy()
+            if skill != 1.0:
+                lost = list(self.targets[s]).index(self.lost_code)
+                p *= skill
+                p[lost] = 0.0
+                p[lost] = max(0.0, 1.0 - p.sum())
+                p /= p.sum()
+            cum = np.cumsum(p)[:-1].tolist()
+            last = len(p) - 1 - int(np.argmax(p[::-1] > 0))
+            self._thresholds[key] = (cum, last)
+        return self._thresholds[key]
+
+    def _release(self, rep: int) -> None:
+        self._account(self.env.now)
+        self.busy[rep] -= 1
+        self.busy_total -= 1
+        if not self.active[rep]:
+            self.available -= 1
+
+    def _serve(self, rep: int) -> None:
+        """Fill the free slots of ``rep`` from its own queue and the team's queue."""
+        if not self.active[rep]:
+            return
+        while self.slots[rep] - self.busy[rep] > 0:
+            own = self._head(self.rep_queue[rep])
+            shared = self._head(self.team_queue)
+            if own is None and shared is None:
+                return
+            queue = (
+                self.rep_queue[rep]
+                if shared is None or (own is not None and own[:2] <= shared[:2])
+                else self.team_queue
+            )
+            wait = heapq.heappop(queue)[2]
+            self.waiting[wait.stage] -= 1
+            self._start(wait, rep)
+
+    @staticmethod
+    def _head(queue: list):
+        while queue and queue[0][2].state != WAITING:
+            heapq.heappop(queue)  # went cold while waiting
+        return queue[0] if queue else None
+
+    def _cold(self, event) -> None:
+        wait = event._value
+        if wait.state != WAITING:
+            return
+        wait.state = COLD
+        now = self.env.now
+        i, s = wait.lead, wait.stage
+        self.waiting[s] -= 1
+        self.occupancy[s] -= 1
+        p = bisect.bisect_right(self.inner_edges, now)
+        self.by_stage["cold"][p][s] += 1
+        self.by_channel["lost"][p][self.channel[i]] += 1
+        if not wait.opening:
+            stage = self.by_stage
+            stage["wait_days"][wait.period][s] += now - wait.since
+            stage["waited"][wait.period][s] += 1
+            stage["unserved"][wait.period][s] += 1
+
+    def _team_event(self, event) -> None:
+        self._change(*event._value)
+
+    def _change(self, rep: int, slots: int, skill: float, active: bool) -> None:
+        """A rep joins, ramps up or leaves the team."""
+        self._account(self.env.now)
+        before = self.slots[rep] if self.active[rep] else self.busy[rep]
+        was_active = self.active[rep]
+        self.slots[rep], self.skill[rep], self.active[rep] = slots, skill, active
+        self.available += (slots if active else self.busy[rep]) - before
+        if was_active and not active:  # its waiting leads go back to the team's queue
+            for _, _, wait in self.rep_queue[rep]:
+                if wait.state == WAITING:
+                    self._push(self.team_queue, wait)
+            self.rep_queue[rep] = []
+        for r in range(len(self.slots)):
+            self._serve(r)
+
+    def _account(self, now: float) -> None:
+        """Add busy and available slot-days since the last change, period by period."""
+        t0 = self.t_acc
+        periods = len(self.busy_days)
+        while now > t0 and self.acc_period < periods:
+            end = self.edges[self.acc_period + 1]
+            upto = now if now < end else end
+            self.busy_days[self.acc_period] += self.busy_total * (upto - t0)
+            self.slot_days[self.acc_period] += self.available * (upto - t0)
+            if now < end:
+                break
+            t0 = end
+            self.acc_period += 1
+        self.t_acc = now
+
+    def _finish_team(self) -> None:
+        """Leads still waiting at the horizon: their wait so far counts."""
+        self._account(self.horizon)
+        stage = self.by_stage
+        for queue in [self.team_queue, *self.rep_queue]:
+            for _, _, wait in queue:
+                if wait.state == WAITING and not wait.opening:
+                    waited = self.horizon - wait.since
+                    stage["wait_days"][wait.period][wait.stage] += waited
+                    stage["waited"][wait.period][wait.stage] += waited > 0
+                    stage["unserved"][wait.period][wait.stage] += 1
+        t, r = self.tally, self.row
+        t.busy_slot_days[r] = self.busy_days
+        t.slot_days[r] = self.slot_days
+        t.queue[r] = [*self.queue_snapshots, list(self.waiting)]
 
     # ---------------------------------------------------------------- run and tally
     def run(self) -> None:
         self.env.run(until=self.horizon)
         self.snapshots.append(list(self.occupancy))
+        if self.team is not None:
+            self._finish_team()
         t, r = self.tally, self.row
         for name, table in self.by_channel.items():
             getattr(t, name)[r] = table

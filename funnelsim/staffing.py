@@ -1,0 +1,160 @@
+"""Capacity planning: the same scenario with teams of different sizes, on the same leads.
+
+Every team size runs on the same random numbers (each lead keeps its draws, see
+:mod:`funnelsim.streams`), so the differences between sizes are the team's doing, not
+chance. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from funnelsim.errors import InputError
+from funnelsim.forecast import stats
+from funnelsim.montecarlo import run
+from funnelsim.scenario import Scenario, scenario_with
+
+
+@dataclass(frozen=True)
+class StaffRow:
+    reps: int
+    revenue: dict[str, float | None]
+    won: dict[str, float | None]
+    went_cold: dict[str, float | None]
+    wait_days: dict[str, float | None]  # mean wait for a slot, over the rep-worked stages
+    rep_utilization: dict[str, float | None]
+    rep_cost: float | None  # currency, over the horizon
+    revenue_minus_rep_cost: float | None  # mean
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``2..12``, ``2..12..2`` (a step), ``3,5,8`` or ``6`` → team sizes."""
+    sizes: list[int] = []
+    try:
+        for part in text.split(","):
+            bounds = [int(x) for x in part.strip().split("..")]
+            if len(bounds) == 1:
+                sizes.append(bounds[0])
+            elif len(bounds) in (2, 3):
+                step = bounds[2] if len(bounds) == 3 else 1
+                if step < 1 or bounds[1] < bounds[0]:
+                    raise ValueError
+                sizes.extend(range(bounds[0], bounds[1] + 1, step))
+            else:
+                raise ValueError
+    except ValueError:
+        raise InputError(
+            "--reps", f"{text!r}: expected sizes like 2..12, 2..12..2 or 3,5,8"
+        ) from None
+    if not sizes or min(sizes) < 0:
+        raise InputError("--reps", f"{text!r}: team sizes must be whole numbers >= 0")
+    return sorted(set(sizes))
+
+
+def staff(
+    scenario: Scenario,
+    sizes: Sequence[int],
+    *,
+    max_wait: float | None = None,
+    replications: int | None = None,
+    seed: int | None = None,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Run the scenario with a constant team of each size (hiring plans are left out).
+
+    Returns the rows per size, the size with the most revenue minus rep cost (when
+    ``costs.rep_per_month`` is set) and the smallest size whose mean wait for a slot stays
+    under ``max_wait`` days (when given).
+    """
+    team = scenario.sales_team
+    if team is None:
+        raise InputError(
+            str(scenario.source or "scenario"),
+            "has no sales_team section; staff compares team sizes of a scenario with one",
+        )
+    rep_per_month = scenario.costs.rep_per_month if scenario.costs else None
+    rows = []
+    for n, reps in enumerate(sizes):
+        sized = scenario_with(scenario, [f"sales_team.reps={reps}", "sales_team.hiring=[]"])
+        forecast = run(sized, replications=replications, seed=seed, workers=workers)
+        totals = forecast.totals()
+        worked = forecast.team_stages
+        wait = totals["stage_wait_days"]  # mean per entry, per stage
+        entered = totals["stage_entered"].sel(stage=worked).values
+        waited = (wait.sel(stage=worked).fillna(0).values * entered).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_wait = np.where(entered.sum(axis=1) > 0, waited / entered.sum(axis=1), np.nan)
+        rep_months = float(forecast.data.attrs.get("rep_months", 0.0))
+        cost = None if rep_per_month is None else rep_per_month * rep_months
+        revenue = stats(totals["revenue"].values)
+        rows.append(
+            StaffRow(
+                reps=reps,
+                revenue=revenue,
+                won=stats(totals["won"].values),
+                went_cold=stats(totals["went_cold"].values),
+                wait_days=stats(mean_wait),
+                rep_utilization=stats(totals["rep_utilization"].values),
+                rep_cost=cost,
+                revenue_minus_rep_cost=None if cost is None else revenue["mean"] - cost,
+            )
+        )
+        if progress:
+            progress(n + 1, len(sizes))
+    best = None
+    if rep_per_month is not None:
+        best = max(rows, key=lambda r: r.revenue_minus_rep_cost).reps
+    enough = None
+    if max_wait is not None:
+        meeting = [
+            r.reps
+            for r in rows
+            if r.wait_days["mean"] is not None and r.wait_days["mean"] <= max_wait
+        ]
+        enough = min(meeting) if meeting else None
+    return {
+        "scenario": scenario.title,
+        "scenario_sha256": scenario.sha256,
+        "currency": scenario.currency,
+        "replications": replications or scenario.replications,
+        "seed": scenario.seed if seed is None else seed,
+        "rep_per_month": rep_per_month,
+        "max_wait_days": max_wait,
+        "best_reps": best,
+        "smallest_reps_within_max_wait": enough,
+        "rows": [vars(r) for r in rows],
+    }
+
+
+def write_staff(result: dict[str, Any], out_dir) -> list:
+    """Write staff.json and staff.csv (one row per team size) into ``out_dir``, atomically."""
+    import csv
+    import io
+    import json
+    from pathlib import Path
+
+    from funnelsim.forecast import write_atomically
+
+    rows = []
+    for r in result["rows"]:
+        flat = {"reps": r["reps"]}
+        for name in ("revenue", "won", "went_cold", "wait_days", "rep_utilization"):
+            for stat, value in r[name].items():
+                flat[f"{name}_{stat}"] = value
+        flat["rep_cost"] = r["rep_cost"]
+        flat["revenue_minus_rep_cost"] = r["revenue_minus_rep_cost"]
+        rows.append(flat)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    files = {
+        "staff.json": json.dumps(result, indent=2, allow_nan=False) + "\n",
+        "staff.csv": buffer.getvalue(),
+    }
+    return write_atomically(Path(out_dir), files)
