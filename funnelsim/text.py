@@ -118,6 +118,35 @@ def funnel_text(scenario: Scenario) -> str:
             rows,
         )
     )
+    team = scenario.sales_team
+    if team is not None:
+        size = f"{team.reps} reps × {team.leads_per_rep} leads at once"
+        hires = "; ".join(
+            f"from {h.from_}: {h.reps} reps"
+            + (f" (ramp {h.ramp_months} months)" if h.ramp_months else "")
+            for h in team.hiring
+        )
+        patience = (
+            team.patience.describe() + " days" if team.patience else "waits as long as needed"
+        )
+        out += [
+            "",
+            f"Sales team: {size}, working {', '.join(team.stages)}; queue {team.queue}; "
+            f"patience {patience}",
+        ]
+        if hires:
+            out.append(f"  hiring: {hires}")
+        if team.skill:
+            out.append("  skill by rep: " + ", ".join(f"{x:g}" for x in team.skill))
+        cost = scenario.costs.rep_per_month if scenario.costs else None
+        if cost is not None and funnel.team is not None:
+            out.append(
+                f"  rep cost: {cur} {cost:,.0f} a month; {funnel.team.rep_months.sum():,.1f} "
+                f"rep-months over the horizon = {cur} {cost * funnel.team.rep_months.sum():,.0f}"
+            )
+        out.append(
+            "  (the expectations above ignore the team's capacity; `run` simulates the waits)"
+        )
     if funnel.open_stage.size:
         p = pipeline_expectations(funnel)
         out += [

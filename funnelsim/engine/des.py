@@ -4,9 +4,14 @@ It is the general engine: besides everything the vectorized engine does (with th
 draws, so on a scenario both can run they give the same tally) it models the sales team —
 reps with a limited number of slots, leads waiting for one and going cold, skill, hiring.
 
-For speed it runs no SimPy process per lead: events are plain timeouts whose callbacks move
-a lead on (arrivals are chained, one pending at a time), the draws of every lead's first
-visit to each stage are made in bulk up front, and counts go into Python lists.
+For speed it runs no SimPy process per lead, and only what needs the team goes through the
+event queue: a stay in a stage without reps depends on nothing but the lead's own draws, so
+it is settled the moment the lead enters it (its end time, and where the lead goes next,
+are known then), and a lead walks through such stages without events until it needs a rep
+or closes. Events (plain timeouts with callbacks) remain for entering a rep-worked stage,
+leaving it, and going cold. Open leads and queues per period are counted from each stay's
+start and end period, so no snapshot needs to be taken in time order. The draws of every
+lead's first visit to each stage are made in bulk up front, and counts go into Python lists.
 Pure: a funnel and replication keys in, a tally out.
 
 The sales team (see ``docs/scenario.md``): a lead entering a rep-worked stage needs a slot of
@@ -26,7 +31,7 @@ import math
 
 import numpy as np
 import simpy
-from simpy.events import URGENT, Timeout
+from simpy.events import Timeout
 
 from funnelsim import streams
 from funnelsim.engine.common import Leads, StayDraws, Tally, arrivals, draw_inputs, opening_leads
@@ -104,9 +109,14 @@ class _Replication:
             name: [[0.0] * stages for _ in range(periods)]
             for name in ("entered", "stay_days", "cold", "wait_days", "waited", "unserved")
         }
-        self.occupancy = [0] * stages
-        self.snapshots: list[list[int]] = []
-        self.queue_snapshots: list[list[int]] = []
+        self.periods = periods
+        # stays (and waits for a slot) by the period they start and end in; P = after the
+        # horizon. Open leads at the end of period p: started up to p minus ended up to p.
+        self.started = [[0] * stages for _ in range(periods + 1)]
+        self.ended = [[0] * stages for _ in range(periods + 1)]
+        self.wait_started = [[0] * stages for _ in range(periods + 1)]
+        self.wait_ended = [[0] * stages for _ in range(periods + 1)]
+        self.worked = funnel.team.worked.tolist() if funnel.team is not None else [False] * stages
         # lead state, filled by add_opening / add_arrivals
         self.channel: list[int] = []
         self.born: list[float] = []
@@ -119,12 +129,6 @@ class _Replication:
         self.team = funnel.team
         if self.team is not None:
             self._init_team()
-        for boundary in self.inner_edges:
-            event = simpy.Event(self.env)
-            event._ok = True
-            event._value = None
-            event.callbacks.append(self._snapshot)
-            self.env.schedule(event, URGENT, float(boundary))
 
     # ---------------------------------------------------------------- setting up the leads
     def _register(self, leads: Leads, value: np.ndarray) -> int:
@@ -154,84 +158,100 @@ class _Replication:
         self.born.extend([math.nan] * len(leads))
         rows = zip(stage.tolist(), slot.tolist(), days.tolist(), strict=True)
         for j, (s, k, d) in enumerate(rows):
-            if self.team is not None and self.team.worked[s]:
+            if self.loops:
+                self.visits[(start + j, s)] = 1  # the opening stay is the lead's first here
+            if self.worked[s]:
                 self._need_slot(start + j, s, 0, 0.0, opening=(k, d))
             else:
-                self._stay(start + j, s, k, d, 0.0)
+                target = self._settle(start + j, s, k, d, 0.0)
+                if target >= 0:
+                    self._walk(start + j, target, d)
 
     def add_arrivals(self, leads: Leads) -> None:
         start = self._register(leads, np.full(len(leads), np.nan))
         self.born.extend(leads.t.tolist())
-        self._next_arrival = start
-        self._arrival_end = start + len(leads)
-        self._schedule_arrival()
+        for i, t in enumerate(leads.t.tolist(), start=start):
+            self._walk(i, 0, t)
 
-    # ---------------------------------------------------------------- events
-    def _schedule_arrival(self) -> None:
-        i = self._next_arrival
-        if i >= self._arrival_end:
-            return
-        event = Timeout(self.env, self.born[i] - self.env.now, i)
-        event.callbacks.append(self._arrive)
+    # ---------------------------------------------------------------- moving leads on
+    def _period(self, t: float) -> int:
+        """The period of time t; P at or after the horizon."""
+        return bisect.bisect_right(self.inner_edges, t) if t < self.horizon else self.periods
 
-    def _arrive(self, event) -> None:
-        i = event._value
-        self._next_arrival = i + 1
-        self._schedule_arrival()
-        self._enter(i, 0)
+    def _walk(self, i: int, s: int, t: float) -> None:
+        """Lead ``i`` enters stage ``s`` at time ``t``: settle its stays in stages without
+        reps at once, until it closes, outlives the horizon or needs a rep."""
+        while True:
+            if self.worked[s]:
+                if t == self.env.now:
+                    self._need_slot(i, s, self._visit(i, s), t)
+                else:
+                    event = Timeout(self.env, t - self.env.now, (i, s))
+                    event.callbacks.append(self._enter_worked)
+                return
+            visit = self._visit(i, s)
+            if visit == 0:
+                slot, days = self.first_slot[i][s], self.first_days[i][s]
+            else:
+                slot, days = self._redraw(i, s, visit)
+            p = bisect.bisect_right(self.inner_edges, t)
+            self.by_stage["entered"][p][s] += 1
+            self.by_stage["stay_days"][p][s] += days
+            target = self._settle(i, s, slot, days, t)
+            if target < 0:
+                return
+            s, t = target, t + days
 
-    def _enter(self, i: int, s: int) -> None:
-        visit = self.visits.get((i, s), 0) if self.loops else 0
-        now = self.env.now
-        p = bisect.bisect_right(self.inner_edges, now)
-        self.by_stage["entered"][p][s] += 1
-        if self.team is not None and self.team.worked[s]:
-            self._need_slot(i, s, visit, now)
-            return
-        if visit == 0:
-            slot, days = self.first_slot[i][s], self.first_days[i][s]
+    def _visit(self, i: int, s: int) -> int:
+        """How many stays lead ``i`` had in stage ``s`` before this one (counts this one)."""
+        if not self.loops:
+            return 0
+        visit = self.visits.get((i, s), 0)
+        self.visits[(i, s)] = visit + 1
+        return visit
+
+    def _settle(self, i: int, s: int, slot: int, days: float, t: float) -> int:
+        """Book a stay in a stage without reps; returns the next stage, or -1."""
+        self.started[bisect.bisect_right(self.inner_edges, t)][s] += 1
+        t_out = t + days
+        p_out = self._period(t_out)
+        self.ended[p_out][s] += 1
+        if p_out == self.periods:
+            return -1  # still in the stage at the horizon
+        target = self.targets[s][slot]
+        if target == self.won_code or target == self.lost_code:
+            self._close(i, target, t_out, p_out)
+            return -1
+        return target
+
+    def _close(self, i: int, target: int, t: float, p: int) -> None:
+        c = self.channel[i]
+        counts = self.by_channel
+        if target == self.won_code:
+            counts["won"][p][c] += 1
+            counts["revenue"][p][c] += self.value[i]
+            born = self.born[i]
+            if born == born:  # not NaN: a new lead, not the opening pipeline
+                counts["cycle_days"][p][c] += t - born
+                counts["cycle_count"][p][c] += 1
         else:
-            slot, days = self._redraw(i, s, visit)
-        self.by_stage["stay_days"][p][s] += days
-        self._stay(i, s, slot, days, now)
+            counts["lost"][p][c] += 1
 
-    def _stay(self, i: int, s: int, slot: int, days: float, now: float, rep: int = -1) -> None:
-        self.occupancy[s] += 1
-        if now + days < self.horizon:
-            event = Timeout(self.env, days, (i, s, slot, rep))
-            event.callbacks.append(self._leave)
+    def _enter_worked(self, event) -> None:
+        i, s = event._value
+        self._need_slot(i, s, self._visit(i, s), self.env.now)
 
     def _leave(self, event) -> None:
+        """A lead leaves a rep-worked stage: its slot frees and it moves on."""
         i, s, slot, rep = event._value
-        self.occupancy[s] -= 1
-        if self.loops:
-            self.visits[(i, s)] = self.visits.get((i, s), 0) + 1
-        if rep >= 0:
-            self._release(rep)
+        self._release(rep)
         target = self.targets[s][slot]
         now = self.env.now
         if target == self.won_code or target == self.lost_code:
-            p = bisect.bisect_right(self.inner_edges, now)
-            c = self.channel[i]
-            counts = self.by_channel
-            if target == self.won_code:
-                counts["won"][p][c] += 1
-                counts["revenue"][p][c] += self.value[i]
-                born = self.born[i]
-                if born == born:  # not NaN: a new lead, not the opening pipeline
-                    counts["cycle_days"][p][c] += now - born
-                    counts["cycle_count"][p][c] += 1
-            else:
-                counts["lost"][p][c] += 1
+            self._close(i, target, now, bisect.bisect_right(self.inner_edges, now))
         else:
-            self._enter(i, target)
-        if rep >= 0:
-            self._serve(rep)
-
-    def _snapshot(self, event) -> None:
-        self.snapshots.append(list(self.occupancy))
-        if self.team is not None:
-            self.queue_snapshots.append(list(self.waiting))
+            self._walk(i, target, now)
+        self._serve(rep)
 
     def _key(self, i: int) -> np.ndarray:
         for keys in self.keys:
@@ -259,7 +279,6 @@ class _Replication:
         self.active = [False] * size
         self.rep_queue: list[list] = [[] for _ in range(size)]
         self.team_queue: list = []
-        self.waiting = [0] * self.n_stages
         self.rep_of: dict[int, int] = {}
         self.order = 0
         self.busy_total = 0
@@ -322,14 +341,15 @@ class _Replication:
 
     def _need_slot(self, i: int, s: int, visit: int, now: float, opening=None) -> None:
         """A lead enters a rep-worked stage: take a slot of its rep, or wait for one."""
-        self.occupancy[s] += 1
+        period = bisect.bisect_right(self.inner_edges, now)
+        self.started[period][s] += 1
         if opening is None:
+            self.by_stage["entered"][period][s] += 1
             u, by_slot, patience = self._team_draws(i, s, visit)
             drawn = (u, by_slot)
         else:
             drawn, patience = opening, self.first_patience[i][s]
         self.order += 1
-        period = bisect.bisect_right(self.inner_edges, now)
         wait = _Wait(i, s, drawn, now, period, opening is not None, self.order)
         rep = self.rep_of.get(i, -1)
         if rep >= 0 and not self.active[rep]:
@@ -345,7 +365,7 @@ class _Replication:
             return
         else:
             self._push(self.rep_queue[rep], wait)
-        self.waiting[s] += 1
+        self.wait_started[period][s] += 1
         if now + patience < self.horizon:
             event = Timeout(self.env, patience, wait)
             event.callbacks.append(self._cold)
@@ -388,7 +408,9 @@ class _Replication:
             if waited > 0:
                 stage["waited"][wait.period][s] += 1
             stage["stay_days"][wait.period][s] += days
-        if now + days < self.horizon:
+        p_out = self._period(now + days)
+        self.ended[p_out][s] += 1
+        if p_out < self.periods:
             event = Timeout(self.env, days, (i, s, slot, rep))
             event.callbacks.append(self._leave)
 
@@ -431,7 +453,7 @@ class _Replication:
                 else self.team_queue
             )
             wait = heapq.heappop(queue)[2]
-            self.waiting[wait.stage] -= 1
+            self.wait_ended[bisect.bisect_right(self.inner_edges, self.env.now)][wait.stage] += 1
             self._start(wait, rep)
 
     @staticmethod
@@ -447,9 +469,9 @@ class _Replication:
         wait.state = COLD
         now = self.env.now
         i, s = wait.lead, wait.stage
-        self.waiting[s] -= 1
-        self.occupancy[s] -= 1
         p = bisect.bisect_right(self.inner_edges, now)
+        self.ended[p][s] += 1
+        self.wait_ended[p][s] += 1
         self.by_stage["cold"][p][s] += 1
         self.by_channel["lost"][p][self.channel[i]] += 1
         if not wait.opening:
@@ -505,12 +527,11 @@ class _Replication:
         t, r = self.tally, self.row
         t.busy_slot_days[r] = self.busy_days
         t.slot_days[r] = self.slot_days
-        t.queue[r] = [*self.queue_snapshots, list(self.waiting)]
+        t.queue[r] = _stock(self.wait_started, self.wait_ended)
 
     # ---------------------------------------------------------------- run and tally
     def run(self) -> None:
         self.env.run(until=self.horizon)
-        self.snapshots.append(list(self.occupancy))
         if self.team is not None:
             self._finish_team()
         t, r = self.tally, self.row
@@ -518,10 +539,16 @@ class _Replication:
             getattr(t, name)[r] = table
         for name, table in self.by_stage.items():
             getattr(t, name)[r] = table
-        t.open[r] = self.snapshots
+        t.open[r] = _stock(self.started, self.ended)
         channel = np.asarray(self.channel, dtype=np.int64)
         born = np.asarray(self.born)
         new = ~np.isnan(born)
         if new.any():
             period = self.funnel.calendar.period_of(born[new])
             np.add.at(t.leads[r], (period, channel[new]), 1)
+
+
+def _stock(started: list[list[int]], ended: list[list[int]]) -> np.ndarray:
+    """How many are in at the end of each period: begun up to it minus ended up to it."""
+    both = np.cumsum(np.asarray(started), axis=0) - np.cumsum(np.asarray(ended), axis=0)
+    return both[:-1]
