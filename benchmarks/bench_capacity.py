@@ -214,9 +214,7 @@ def time_des(scenario, replications: int, workers: int) -> Run:
     forecast = montecarlo.run(scenario, replications=replications, workers=workers, engine="des")
     seconds = time.perf_counter() - started
     totals = forecast.totals()
-    values = {
-        name: np.asarray(totals[name].values, dtype=float) for name in (*METRICS, "revenue")
-    }
+    values = {name: np.asarray(totals[name].values, dtype=float) for name in (*METRICS, "revenue")}
     leads = float(totals["leads"].sum())
     return Run("funnelsim DES", replications, workers, seconds, leads, values)
 

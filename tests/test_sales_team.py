@@ -26,7 +26,12 @@ def queue_scenario(*, arrivals_per_day, mean_service, reps, leads_per_rep, patie
     return build(
         months=months,
         channels={"web": {"leads_per_month": arrivals_per_day * DAYS_PER_MONTH}},
-        stages={"work": {"duration": {"dist": "exponential", "mean": mean_service}, "next": {"won": 1.0}}},
+        stages={
+            "work": {
+                "duration": {"dist": "exponential", "mean": mean_service},
+                "next": {"won": 1.0},
+            }
+        },
         deal_value=1,
         sales_team=team,
     )
@@ -82,7 +87,10 @@ def test_unlimited_capacity_matches_the_vectorized_engine():
             "duration": {**BASE["stages"]["proposal"]["duration"], "qualified": 3},
             "next": {"won": 0.4, "qualified": 0.1, "lost": 0.5},
         },
-        "qualified": {**BASE["stages"]["qualified"], "duration": {"dist": "gamma", "mean": 5, "shape": 2}},
+        "qualified": {
+            **BASE["stages"]["qualified"],
+            "duration": {"dist": "gamma", "mean": 5, "shape": 2},
+        },
     }
     common = {"stages": loop, "pipeline": {"proposal": {"count": 15, "days_in_stage": 4}}}
     with_team = build(common, sales_team=UNLIMITED)
@@ -91,13 +99,17 @@ def test_unlimited_capacity_matches_the_vectorized_engine():
     b = run(without, replications=8, workers=1, engine="vectorized").data
     assert a.attrs["engine"] == "des"
     for name in ("leads", "won", "lost", "revenue", "entered", "stay_days", "open", "cycle_days"):
-        np.testing.assert_allclose(a[name].values, b[name].values, rtol=1e-12, atol=1e-9, err_msg=name)
+        np.testing.assert_allclose(
+            a[name].values, b[name].values, rtol=1e-12, atol=1e-9, err_msg=name
+        )
     assert float(a.wait_days.sum()) == 0 and float(a.cold.sum()) == 0
 
 
 def test_skill_scales_the_outcomes_other_than_lost():
     team = {"reps": 1, "leads_per_rep": 1_000_000, "stages": ["proposal"], "skill": [0.5]}
-    scenario = build({"months": 24, "channels": {"web": {"leads_per_month": {"2027-01": 300}}}}, sales_team=team)
+    scenario = build(
+        {"months": 24, "channels": {"web": {"leads_per_month": {"2027-01": 300}}}}, sales_team=team
+    )
     total = run(scenario, replications=100, workers=2).data.sum("period")
     entered = total.entered.sel(stage="proposal").values
     won = total.won.sum("channel").values
@@ -154,7 +166,9 @@ def test_highest_value_first_serves_bigger_deals():
     common = {"deal_value": {"dist": "lognormal", "median": 10000, "sigma": 1.0}}
     fifo = run(build(common, sales_team=team), replications=40, workers=2).data.sum("period")
     best = run(
-        build(common, sales_team={**team, "queue": "highest_value_first"}), replications=40, workers=2
+        build(common, sales_team={**team, "queue": "highest_value_first"}),
+        replications=40,
+        workers=2,
     ).data.sum("period")
     # same leads (paired draws): serving the biggest first books more revenue per win
     gain = best.revenue.sum("channel").values / best.won.sum("channel").values - (
@@ -171,7 +185,9 @@ def test_conservation_with_a_busy_team_and_pipeline():
         "patience": {"dist": "gamma", "mean": 6, "shape": 2},
         "skill": [1.2, 0.8],
     }
-    scenario = build(sales_team=team, pipeline={"proposal": {"count": 12, "days_in_stage": 3}, "qualified": 9})
+    scenario = build(
+        sales_team=team, pipeline={"proposal": {"count": 12, "days_in_stage": 3}, "qualified": 9}
+    )
     data = run(scenario, replications=6, workers=1).data
     per_rep = data.sum("period")
     ended = (per_rep.won + per_rep.lost).sum("channel") + data.open.isel(period=-1).sum("stage")
@@ -205,8 +221,12 @@ def test_staff_compares_sizes_on_the_same_leads():
     rows = {r["reps"]: r for r in result["rows"]}
     assert list(rows) == [1, 3, 6]
     # more reps: fewer leads go cold and shorter waits, on the same leads
-    assert rows[1]["went_cold"]["mean"] > rows[3]["went_cold"]["mean"] > rows[6]["went_cold"]["mean"]
-    assert rows[1]["wait_days"]["mean"] > rows[3]["wait_days"]["mean"] > rows[6]["wait_days"]["mean"]
+    assert (
+        rows[1]["went_cold"]["mean"] > rows[3]["went_cold"]["mean"] > rows[6]["went_cold"]["mean"]
+    )
+    assert (
+        rows[1]["wait_days"]["mean"] > rows[3]["wait_days"]["mean"] > rows[6]["wait_days"]["mean"]
+    )
     # constant teams over 12 months: reps × 12 × 5000
     assert rows[3]["rep_cost"] == pytest.approx(3 * 12 * 5000)
     best = max(rows.values(), key=lambda r: r["revenue"]["mean"] - r["rep_cost"])
@@ -216,8 +236,16 @@ def test_staff_compares_sizes_on_the_same_leads():
     # the same leads arrive whatever the team: identical new-lead counts per replication
     from funnelsim.scenario import scenario_with
 
-    small = run(scenario_with(build(STAFFED), ["sales_team.reps=1", "sales_team.hiring=[]"]), replications=5, workers=1)
-    large = run(scenario_with(build(STAFFED), ["sales_team.reps=6", "sales_team.hiring=[]"]), replications=5, workers=1)
+    small = run(
+        scenario_with(build(STAFFED), ["sales_team.reps=1", "sales_team.hiring=[]"]),
+        replications=5,
+        workers=1,
+    )
+    large = run(
+        scenario_with(build(STAFFED), ["sales_team.reps=6", "sales_team.hiring=[]"]),
+        replications=5,
+        workers=1,
+    )
     np.testing.assert_array_equal(small.data.leads.values, large.data.leads.values)
 
 
@@ -234,7 +262,21 @@ def test_staff_cli_writes_files_and_marks_sizes(tmp_path):
     path.write_text(yaml.safe_dump(data))
     out = tmp_path / "out"
     result = CliRunner().invoke(
-        main, ["staff", str(path), "--reps", "2..6..2", "--max-wait", "3", "-n", "10", "--workers", "1", "--out", str(out)]
+        main,
+        [
+            "staff",
+            str(path),
+            "--reps",
+            "2..6..2",
+            "--max-wait",
+            "3",
+            "-n",
+            "10",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "most revenue minus rep cost" in result.output

@@ -636,7 +636,12 @@ CASES: dict[str, Bad] = {
         ("2028-03-01", "outside the horizon"),
         put(
             "sales_team",
-            {"reps": 2, "leads_per_rep": 3, "stages": ["demo"], "hiring": [{"from": "2028-03-01", "reps": 3}]},
+            {
+                "reps": 2,
+                "leads_per_rep": 3,
+                "stages": ["demo"],
+                "hiring": [{"from": "2028-03-01", "reps": 3}],
+            },
         ),
     ),
     "team_hiring_bad_date": Bad(
@@ -644,7 +649,12 @@ CASES: dict[str, Bad] = {
         ("2027-02-30", "expected a date YYYY-MM-DD"),
         put(
             "sales_team",
-            {"reps": 2, "leads_per_rep": 3, "stages": ["demo"], "hiring": [{"from": "2027-02-30", "reps": 3}]},
+            {
+                "reps": 2,
+                "leads_per_rep": 3,
+                "stages": ["demo"],
+                "hiring": [{"from": "2027-02-30", "reps": 3}],
+            },
         ),
     ),
     "team_queue_unknown": Bad(
@@ -657,11 +667,18 @@ CASES: dict[str, Bad] = {
         ("-3", "greater than 0"),
         put(
             "sales_team",
-            {"reps": 2, "leads_per_rep": 3, "stages": ["demo"], "patience": {"dist": "exponential", "mean": -3}},
+            {
+                "reps": 2,
+                "leads_per_rep": 3,
+                "stages": ["demo"],
+                "patience": {"dist": "exponential", "mean": -3},
+            },
         ),
     ),
     "costs_negative_rep": Bad(
-        "costs -> rep_per_month", ("-9000", "greater than or equal to 0"), put("costs", {"rep_per_month": -9000})
+        "costs -> rep_per_month",
+        ("-9000", "greater than or equal to 0"),
+        put("costs", {"rep_per_month": -9000}),
     ),
 }
 
