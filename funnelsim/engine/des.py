@@ -26,12 +26,14 @@ the rep's skill scales the probabilities of the outcomes other than lost.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import gc
 import heapq
 import math
 
 import numpy as np
 import simpy
-from simpy.events import Timeout
+from simpy.events import NORMAL
 
 from funnelsim import streams
 from funnelsim.engine.common import Leads, StayDraws, Tally, arrivals, draw_inputs, opening_leads
@@ -40,6 +42,28 @@ from funnelsim.funnel import Funnel
 
 def simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
     """Simulate one replication per key; returns their tally (rows in key order)."""
+    with _fewer_collections():
+        return _simulate(funnel, rep_keys)
+
+
+@contextlib.contextmanager
+def _fewer_collections():
+    """Run the garbage collector's youngest generation 100× less often meanwhile.
+
+    A replication allocates a few objects per event (scheduled events, their values) and
+    frees them almost at once; at the default threshold the collector runs thousands of
+    times per replication, each time walking the young objects, for ~40% of the run. The
+    simulation makes no reference cycles of its own, so little is lost by waiting longer.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], 70_000), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
     cal = funnel.calendar
     reps = len(rep_keys)
     n_stages, n_channels = len(funnel.stages), len(funnel.channels)
@@ -72,6 +96,19 @@ def simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
 
 
 WAITING, SERVED, COLD = 0, 1, 2
+
+
+class _Due:
+    """A timeout scheduled straight into SimPy's event queue: what ``Environment.step``
+    needs of an event (callbacks, _ok, _value) and nothing else, so that scheduling one is
+    a fraction of the cost of a ``simpy.Timeout``."""
+
+    __slots__ = ("callbacks", "_ok", "_value", "_defused")
+
+    def __init__(self, callback, value):
+        self.callbacks = [callback]
+        self._ok = True
+        self._value = value
 
 
 class _Wait:
@@ -122,8 +159,10 @@ class _Replication:
         self.born: list[float] = []
         self.value: list[float] = []
         self.keys: list[np.ndarray] = []
-        self.first_slot: list[list[int]] = []
-        self.first_days: list[list[float]] = []
+        # the first visit's draws, flat: lead i, stage s at i * S + s (flat lists of numbers
+        # are cheap to build and keep the garbage collector out of the way)
+        self.first_slot: list[int] = []
+        self.first_days: list[float] = []
         self.visits: dict[tuple[int, int], int] = {}
         self.loops = funnel.has_loops
         self.team = funnel.team
@@ -147,8 +186,8 @@ class _Replication:
                 slots[:, s] = self.draws.outcome(s, cell, leads.key)
                 days[:, s] = self.draws.duration(s, slots[:, s], cell, leads.key)
         self.keys.append(leads.key)
-        self.first_slot.extend(slots.tolist())
-        self.first_days.extend(days.tolist())
+        self.first_slot.extend(slots.ravel().tolist())
+        self.first_days.extend(days.ravel().tolist())
         if self.team is not None:
             self._register_team(leads, cell)
         return start
@@ -186,12 +225,14 @@ class _Replication:
                 if t == self.env.now:
                     self._need_slot(i, s, self._visit(i, s), t)
                 else:
-                    event = Timeout(self.env, t - self.env.now, (i, s))
-                    event.callbacks.append(self._enter_worked)
+                    self._at(t - self.env.now, self._enter_worked, (i, s))
                 return
             visit = self._visit(i, s)
             if visit == 0:
-                slot, days = self.first_slot[i][s], self.first_days[i][s]
+                slot, days = (
+                    self.first_slot[i * self.n_stages + s],
+                    self.first_days[i * self.n_stages + s],
+                )
             else:
                 slot, days = self._redraw(i, s, visit)
             p = bisect.bisect_right(self.inner_edges, t)
@@ -236,6 +277,10 @@ class _Replication:
                 counts["cycle_count"][p][c] += 1
         else:
             counts["lost"][p][c] += 1
+
+    def _at(self, delay: float, callback, value) -> None:
+        """Call ``callback(event)`` after ``delay`` days, ``event._value`` being ``value``."""
+        self.env.schedule(_Due(callback, value), NORMAL, delay)
 
     def _enter_worked(self, event) -> None:
         i, s = event._value
@@ -288,16 +333,16 @@ class _Replication:
         periods = len(self.edges) - 1
         self.busy_days = [0.0] * periods
         self.slot_days = [0.0] * periods
-        self.first_u: list[list[float]] = []
-        self.first_by_slot: list[list[list[float]]] = []
-        self.first_patience: list[list[float]] = []
+        self.first_u: list[float] = []  # flat like first_slot
+        self.first_by_slot: list[float] = []  # lead i, stage s, outcome k at (i*S + s)*K + k
+        self.first_patience: list[float] = []
+        self.k_max = self.draws.targets.shape[1]
         self._thresholds: dict[tuple[int, int, float], tuple[list[float], int]] = {}
         for day, rep, slots, skill, active in team.changes:
             if day <= 0:
                 self._change(rep, slots, skill, active)
             else:
-                event = Timeout(self.env, day, (rep, slots, skill, active))
-                event.callbacks.append(self._team_event)
+                self._at(day, self._team_event, (rep, slots, skill, active))
 
     def _register_team(self, leads: Leads, cell: np.ndarray) -> None:
         """Bulk-draw, for rep-worked stages, the outcome uniform, the duration of every
@@ -316,14 +361,16 @@ class _Replication:
             if team.patience is not None:
                 keys = np.bitwise_xor(leads.key, streams.salt(streams.PATIENCE, draws.stage_ids[s]))
                 patience[:, s] = team.patience.draw(keys)
-        self.first_u.extend(u.tolist())
-        self.first_by_slot.extend(by_slot.tolist())
-        self.first_patience.extend(patience.tolist())
+        self.first_u.extend(u.ravel().tolist())
+        self.first_by_slot.extend(by_slot.ravel().tolist())
+        self.first_patience.extend(patience.ravel().tolist())
 
     def _team_draws(self, i: int, s: int, visit: int) -> tuple[float, list[float], float]:
         """Outcome uniform, duration per outcome and patience of a visit to a worked stage."""
         if visit == 0:
-            return self.first_u[i][s], self.first_by_slot[i][s], self.first_patience[i][s]
+            at = i * self.n_stages + s
+            by_slot = self.first_by_slot[at * self.k_max : (at + 1) * self.k_max]
+            return self.first_u[at], by_slot, self.first_patience[at]
         draws = self.draws
         key = self._key(i)
         visits = np.array([visit])
@@ -348,7 +395,7 @@ class _Replication:
             u, by_slot, patience = self._team_draws(i, s, visit)
             drawn = (u, by_slot)
         else:
-            drawn, patience = opening, self.first_patience[i][s]
+            drawn, patience = opening, self.first_patience[i * self.n_stages + s]
         self.order += 1
         wait = _Wait(i, s, drawn, now, period, opening is not None, self.order)
         rep = self.rep_of.get(i, -1)
@@ -367,8 +414,7 @@ class _Replication:
             self._push(self.rep_queue[rep], wait)
         self.wait_started[period][s] += 1
         if now + patience < self.horizon:
-            event = Timeout(self.env, patience, wait)
-            event.callbacks.append(self._cold)
+            self._at(patience, self._cold, wait)
 
     def _most_free(self) -> int:
         best, most = -1, 0
@@ -411,8 +457,7 @@ class _Replication:
         p_out = self._period(now + days)
         self.ended[p_out][s] += 1
         if p_out < self.periods:
-            event = Timeout(self.env, days, (i, s, slot, rep))
-            event.callbacks.append(self._leave)
+            self._at(days, self._leave, (i, s, slot, rep))
 
     def _cum(self, s: int, channel: int, skill: float) -> tuple[list[float], int]:
         """Outcome thresholds of stage ``s`` for a rep with ``skill``: the probabilities of
