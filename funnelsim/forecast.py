@@ -288,7 +288,7 @@ def _metrics(raw: xr.Dataset, attrs: dict[str, Any]) -> xr.Dataset:
         "cycle_days": (rp, _ratio(v["cycle_days"].sum(axis=2), v["cycle_count"].sum(axis=2))),
         "stage_entered": (rps, v["entered"]),
         "stage_open_at_end": (rps, v["open"]),
-        "stage_days_in_stage": (rps, _ratio(v["stay_days"], v["entered"] - v["unserved"])),
+        "stage_days_in_stage": (rps, _ratio(v["stay_days"], v["entered"] - v.get("unserved", 0))),
         "channel_leads": (rpc, v["leads"]),
         "channel_won": (rpc, v["won"]),
         "channel_lost": (rpc, v["lost"]),

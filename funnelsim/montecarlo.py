@@ -71,7 +71,11 @@ def run(
     funnel = compile_funnel(scenario)
     batches = _batches(funnel, chosen, replications, workers)
     tally = Tally.zeros(
-        replications, funnel.calendar.periods, len(funnel.channels), len(funnel.stages)
+        replications,
+        funnel.calendar.periods,
+        len(funnel.channels),
+        len(funnel.stages),
+        team=funnel.team is not None,
     )
     done = 0
     if workers == 1 or len(batches) == 1:
@@ -177,7 +181,7 @@ def _keep_freed_memory() -> None:
         libc.gnu_get_libc_version  # noqa: B018 - only glibc has it
         m_trim_threshold, m_mmap_threshold = -1, -3
         libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # glibc's maximum on 64-bit
-        libc.mallopt(m_trim_threshold, 256 * 1024 * 1024)
+        libc.mallopt(m_trim_threshold, 64 * 1024 * 1024)
     except (OSError, AttributeError):
         pass
 

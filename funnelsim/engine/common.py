@@ -35,26 +35,36 @@ class Tally:
     entered: np.ndarray  # (R, P, S) stage entries (opening pipeline not counted)
     stay_days: np.ndarray  # (R, P, S) sum of sampled durations of the stays begun
     open: np.ndarray  # (R, P, S) leads in the stage at the period's end
-    # the sales team (DES only; zero without one)
-    cold: np.ndarray  # (R, P, S) leads that went cold waiting for a slot
-    wait_days: np.ndarray  # (R, P, S) days waited for a slot, by the period of entry
-    waited: np.ndarray  # (R, P, S) entries that had to wait at all
-    unserved: np.ndarray  # (R, P, S) entries that never got a slot (went cold, or still wait)
-    queue: np.ndarray  # (R, P, S) leads waiting for a slot at the period's end
-    busy_slot_days: np.ndarray  # (R, P) slot-days in use
-    slot_days: np.ndarray  # (R, P) slot-days available
+    # the sales team (DES only; None without one)
+    cold: np.ndarray | None = None  # (R, P, S) leads that went cold waiting for a slot
+    wait_days: np.ndarray | None = None  # (R, P, S) days waited for a slot, by entry period
+    waited: np.ndarray | None = None  # (R, P, S) entries that had to wait at all
+    unserved: np.ndarray | None = None  # (R, P, S) entries never served (cold or still waiting)
+    queue: np.ndarray | None = None  # (R, P, S) leads waiting for a slot at the period's end
+    busy_slot_days: np.ndarray | None = None  # (R, P) slot-days in use
+    slot_days: np.ndarray | None = None  # (R, P) slot-days available
 
     @classmethod
-    def zeros(cls, replications: int, periods: int, channels: int, stages: int) -> Tally:
+    def zeros(
+        cls, replications: int, periods: int, channels: int, stages: int, *, team: bool = False
+    ) -> Tally:
         shapes = {
             "channel": (replications, periods, channels),
             "stage": (replications, periods, stages),
             "funnel": (replications, periods),
         }
-        return cls(**{name: np.zeros(shapes[kind]) for name, kind in TALLY_DIMS.items()})
+        return cls(
+            **{
+                name: np.zeros(shapes[kind])
+                for name, kind in TALLY_DIMS.items()
+                if team or name not in TEAM_FIELDS
+            }
+        )
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The fields that are present (the sales-team ones only with a team)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: a for name, a in values.items() if a is not None}
 
 
 TALLY_DIMS = {
@@ -66,6 +76,8 @@ TALLY_DIMS = {
     **dict.fromkeys(("busy_slot_days", "slot_days"), "funnel"),
 }
 """What each tally field is broken down by, besides replication and period."""
+
+TEAM_FIELDS = ("cold", "wait_days", "waited", "unserved", "queue", "busy_slot_days", "slot_days")
 
 
 # ------------------------------------------------------------------ uncertain inputs

@@ -67,7 +67,7 @@ def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
     cal = funnel.calendar
     reps = len(rep_keys)
     n_stages, n_channels = len(funnel.stages), len(funnel.channels)
-    tally = Tally.zeros(reps, cal.periods, n_channels, n_stages)
+    tally = Tally.zeros(reps, cal.periods, n_channels, n_stages, team=funnel.team is not None)
     inputs = draw_inputs(funnel, rep_keys)
     draws = StayDraws(funnel, inputs)
     new = arrivals(funnel, rep_keys, inputs.volume)
@@ -142,10 +142,10 @@ class _Replication:
             name: [[0.0] * channels for _ in range(periods)]
             for name in ("won", "lost", "revenue", "cycle_days", "cycle_count")
         }
-        self.by_stage = {
-            name: [[0.0] * stages for _ in range(periods)]
-            for name in ("entered", "stay_days", "cold", "wait_days", "waited", "unserved")
-        }
+        names = ("entered", "stay_days")
+        if funnel.team is not None:
+            names += ("cold", "wait_days", "waited", "unserved")
+        self.by_stage = {name: [[0.0] * stages for _ in range(periods)] for name in names}
         self.periods = periods
         # stays (and waits for a slot) by the period they start and end in; P = after the
         # horizon. Open leads at the end of period p: started up to p minus ended up to p.

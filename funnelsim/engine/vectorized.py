@@ -20,7 +20,6 @@ from funnelsim.engine.common import StayDraws, Tally, arrivals, draw_inputs, ope
 from funnelsim.funnel import Funnel
 
 _FIELDS = ("rc", "t_in", "p_in", "key", "born", "value", "visits")
-TEAM_FIELDS = ("cold", "wait_days", "waited", "unserved", "queue", "busy_slot_days", "slot_days")
 
 
 class _Stays:
@@ -165,9 +164,7 @@ class _Run:
 
         # open at the end of period p: stays begun before its end and ended after it
         stock = np.cumsum(self.started, axis=2) - np.cumsum(self.ended, axis=2)
-        none = Tally.zeros(reps, p, c, s)  # the sales-team counts: no team here
         return Tally(
-            **{name: getattr(none, name) for name in TEAM_FIELDS},
             leads=by_channel(self.leads),
             won=by_channel(self.won),
             lost=by_channel(self.lost),
