@@ -290,3 +290,31 @@ def test_staff_cli_writes_files_and_marks_sizes(tmp_path):
     plain.write_text(yaml.safe_dump(BASE))
     none = CliRunner().invoke(main, ["staff", str(plain), "--reps", "2..3"])
     assert none.exit_code == 2 and "has no sales_team section" in none.output
+
+
+def test_run_reports_the_team(tmp_path):
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+
+    from funnelsim.cli import main
+
+    path = tmp_path / "team.yaml"
+    path.write_text(yaml.safe_dump({**BASE, **STAFFED}))
+    out = tmp_path / "out"
+    args = ["run", str(path), "-n", "8", "--workers", "1", "--out", str(out), "--by", "quarter"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "went cold waiting for a rep" in result.output and "wait for rep" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"went_cold", "rep_utilization"} <= set(summary["totals"])
+    assert {"wait_days", "waited", "went_cold", "queue_at_end"} <= set(
+        summary["stages"]["proposal"]
+    )
+    assert "wait_days" not in summary["stages"]["new"]  # not a rep-worked stage
+    assert {"went_cold", "rep_utilization"} <= set(summary["periods"][0])
+    utilization = summary["totals"]["rep_utilization"]
+    assert 0 <= utilization["p5"] <= utilization["p95"] <= 1
+    refused = CliRunner().invoke(main, ["run", str(path), "-n", "2", "--engine", "vectorized"])
+    assert refused.exit_code == 2 and "cannot model a sales team" in refused.output
