@@ -37,6 +37,27 @@ STAGE_METRICS = ("entered", "open_at_end", "days_in_stage")
 TEAM_METRICS = ("went_cold", "rep_utilization")
 TEAM_STAGE_METRICS = ("wait_days", "waited", "went_cold", "queue_at_end")
 CHANNEL_METRICS = ("leads", "won", "lost", "revenue")
+REPEAT_METRICS = (
+    "revenue_new",
+    "revenue_repeat",
+    "repeat_share",
+    "repeat_purchases",
+    "customers_new",
+    "customers_active_at_end",
+)
+ECONOMICS_METRICS = (
+    "marketing_cost",
+    "sales_cost",
+    "cac",
+    "cac_marketing",
+    "ltv",
+    "ltv_to_cac",
+    "payback_months",
+    "roi",
+)
+CHANNEL_ECONOMICS = ("marketing_cost", "cac", "cac_marketing")
+STOCKS = ("open", "queue", "active_customers")
+ALL_FUNNEL_METRICS = FUNNEL_METRICS + REPEAT_METRICS + TEAM_METRICS + ECONOMICS_METRICS
 UNITS = {
     "leads": "leads",
     "won": "leads",
@@ -51,6 +72,20 @@ UNITS = {
     "wait_days": "days",
     "waited": "entries",
     "queue_at_end": "leads",
+    "revenue_new": "currency",
+    "revenue_repeat": "currency",
+    "repeat_share": "share of revenue",
+    "repeat_purchases": "purchases",
+    "customers_new": "customers",
+    "customers_active_at_end": "customers",
+    "marketing_cost": "currency",
+    "sales_cost": "currency",
+    "cac": "currency per new customer",
+    "cac_marketing": "currency per new customer",
+    "ltv": "currency per new customer",
+    "ltv_to_cac": "ratio",
+    "payback_months": "months",
+    "roi": "ratio",
 }
 PERIODS = ("month", "quarter", "year")
 
@@ -104,7 +139,7 @@ class Forecast:
             shape = list(values.shape)
             shape[1] = len(names)
             out = np.zeros(shape)
-            if name in ("open", "queue"):  # stocks: the value at the group's last month
+            if name in STOCKS:  # the value at the group's last month
                 for g in range(len(names)):
                     out[:, g] = values[:, np.flatnonzero(index == g)[-1]]
             else:
@@ -156,7 +191,7 @@ class Forecast:
     def _stats_of(self, ds: xr.Dataset) -> dict[str, Any]:
         """Statistics of one period's (or the totals') metrics: funnel, stages, channels."""
         team = self.team_stages
-        funnel = FUNNEL_METRICS + (TEAM_METRICS if team else ())
+        funnel = [m for m in ALL_FUNNEL_METRICS if m in ds]
         return {
             "totals": {m: stats(ds[m].values) for m in funnel},
             "stages": {
@@ -167,7 +202,11 @@ class Forecast:
                 for i, s in enumerate(self.data.stage.values.tolist())
             },
             "channels": {
-                c: {m: stats(ds[f"channel_{m}"].values[..., i]) for m in CHANNEL_METRICS}
+                c: {
+                    m: stats(ds[f"channel_{m}"].values[..., i])
+                    for m in CHANNEL_METRICS + CHANNEL_ECONOMICS
+                    if f"channel_{m}" in ds
+                }
                 for i, c in enumerate(self.data.channel.values.tolist())
             },
         }
@@ -179,7 +218,7 @@ class Forecast:
         blocks = [("total", summary["totals"], summary["stages"], summary["channels"])]
         blocks += [(p["period"], p, p["stages"], p["channels"]) for p in summary["periods"]]
         for label, funnel, stages, channels in blocks:
-            for m in FUNNEL_METRICS + (TEAM_METRICS if self.team_stages else ()):
+            for m in (m for m in ALL_FUNNEL_METRICS if m in funnel):
                 rows.append({"period": label, "stage": "", "channel": "", "metric": m, **funnel[m]})
             for stage, values in stages.items():
                 for m in values:
@@ -187,7 +226,7 @@ class Forecast:
                         {"period": label, "stage": stage, "channel": "", "metric": m, **values[m]}
                     )
             for channel, values in channels.items():
-                for m in CHANNEL_METRICS:
+                for m in values:
                     rows.append(
                         {"period": label, "stage": "", "channel": channel, "metric": m, **values[m]}
                     )
@@ -294,6 +333,27 @@ def _metrics(raw: xr.Dataset, attrs: dict[str, Any]) -> xr.Dataset:
         "channel_lost": (rpc, v["lost"]),
         "channel_revenue": (rpc, v["revenue"]),
     }
+    if "repeat_revenue" in v:
+        new = v["revenue"] + v["first_payment"]
+        repeat = v["repeat_revenue"].sum(axis=2) + v["existing_revenue"]
+        total = new.sum(axis=2) + repeat
+        out.update(
+            {
+                "revenue": (rp, total),
+                "revenue_new": (rp, new.sum(axis=2)),
+                "revenue_repeat": (rp, repeat),
+                "repeat_share": (rp, _ratio(repeat, total)),
+                "repeat_purchases": (rp, v["repeat_purchases"]),
+                "customers_new": (rp, v["won"].sum(axis=2)),
+                "customers_active_at_end": (rp, v["active_customers"]),
+                "channel_revenue": (rpc, new + v["repeat_revenue"]),
+            }
+        )
+    if "marketing_cost" in v:
+        from funnelsim.economics import metrics as economics
+
+        for name, values in economics(v, attrs).items():
+            out[name] = (rpc if name.startswith("channel_") else rp, values)
     if attrs.get("sales_team_stages"):
         out.update(
             {
@@ -325,7 +385,8 @@ def from_tally(tally_arrays: dict[str, np.ndarray], *, labels, stages, channels,
         "stage": ("replication", "period", "stage"),
         "funnel": ("replication", "period"),
     }
-    data = {name: (dims[TALLY_DIMS[name]], values) for name, values in tally_arrays.items()}
+    kind = {**TALLY_DIMS, "marketing_cost": "channel", "sales_cost": "funnel"}
+    data = {name: (dims[kind[name]], values) for name, values in tally_arrays.items()}
     reps = next(iter(tally_arrays.values())).shape[0]
     ds = xr.Dataset(
         data,

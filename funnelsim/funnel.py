@@ -12,11 +12,12 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import numpy as np
 
 from funnelsim import streams
-from funnelsim.distributions import _Dist
+from funnelsim.distributions import Fixed, _Dist
 from funnelsim.scenario import (
     DAYS_PER_MONTH,
     LOST,
@@ -138,6 +139,11 @@ class Funnel:
     open_value: np.ndarray = field(default_factory=lambda: np.zeros(0))  # nan = draw
     open_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     team: Team | None = None
+    budget: np.ndarray | None = None  # (C, P) fixed marketing spend per period (currency)
+    cost_per_lead: np.ndarray | None = None  # (C,) spend per realised lead when no budget
+    repeat: Any = None  # the scenario's repeat model (customers.py simulates it)
+    existing_count: int = 0  # a fresh cohort of existing customers
+    history: Any = None  # or existing customers with their histories (CustomerHistory)
 
     @property
     def won(self) -> int:
@@ -239,8 +245,18 @@ def compile_funnel(scenario: Scenario) -> Funnel:
     cal = make_calendar(scenario.start, scenario.months)
     daily = np.zeros((len(channels), cal.periods))
     base: list[float | _Dist] = []
-    for c, ch in enumerate(scenario.channels.values()):
+    channel_costs = scenario.costs.channels if scenario.costs else {}
+    budget = np.zeros((len(channels), cal.periods))  # marketing spend per period (currency)
+    per_lead = np.zeros(len(channels))  # spend per realised lead (currency)
+    for c, (name, ch) in enumerate(scenario.channels.items()):
+        cost = channel_costs.get(name)
         volume = ch.leads_per_month
+        if cost is not None and cost.budget_per_month is not None:
+            budget[c] = cost.budget_per_month * np.diff(cal.edges) / cal.month_days
+            if volume is None:  # money-driven: the budget buys leads at cost_per_lead
+                volume = cost.budget_per_month / cost.cost_per_lead
+        elif cost is not None and cost.cost_per_lead is not None:
+            per_lead[c] = cost.cost_per_lead
         if isinstance(volume, dict):  # a monthly plan: expected leads per calendar month
             base.append(1.0)
             planned = np.array([volume.get(label, 0.0) for label in cal.labels])
@@ -252,8 +268,14 @@ def compile_funnel(scenario: Scenario) -> Funnel:
             daily[c] = season[cal.calendar_month - 1] * growth / DAYS_PER_MONTH
     leads = scenario.open_leads
     ch_code = {name: i for i, name in enumerate(channels)}
+    existing = scenario.existing_customers
     return Funnel(
         team=_compile_team(scenario, cal),
+        budget=budget,
+        cost_per_lead=per_lead,
+        repeat=scenario.repeat,
+        existing_count=getattr(existing, "count", 0),
+        history=scenario.customer_history,
         stages=stages,
         channels=channels,
         channel_ids=np.array([streams.stable_id(c) for c in channels], dtype=np.uint64),
@@ -261,7 +283,8 @@ def compile_funnel(scenario: Scenario) -> Funnel:
         calendar=cal,
         daily_rate=daily,
         base_volume=tuple(base),
-        deal_value=tuple(scenario.deal_value_of(c) for c in channels),
+        # a subscription without a one-off fee: the first payment is the price alone
+        deal_value=tuple(scenario.deal_value_of(c) or Fixed(value=0.0) for c in channels),
         open_stage=np.array([code[x.stage] for x in leads], dtype=np.int64),
         open_channel=np.array([ch_code[x.channel] for x in leads], dtype=np.int64),
         open_age=np.array([x.days_in_stage for x in leads], dtype=float),

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from funnelsim import __version__, analytic, streams
+from funnelsim import __version__, analytic, economics, streams
 from funnelsim.engine.common import Tally
 from funnelsim.forecast import Forecast, from_tally
 from funnelsim.funnel import Funnel, compile_funnel
@@ -76,6 +76,7 @@ def run(
         len(funnel.channels),
         len(funnel.stages),
         team=funnel.team is not None,
+        repeat=funnel.repeat is not None,
     )
     done = 0
     if workers == 1 or len(batches) == 1:
@@ -119,8 +120,12 @@ def run(
         "sales_team_stages": ",".join(scenario.sales_team.stages) if scenario.sales_team else "",
         "rep_months": float(funnel.team.rep_months.sum()) if funnel.team else 0.0,
     }
+    arrays = tally.arrays()
+    if scenario.costs is not None:
+        arrays.update(economics.costs(funnel, tally))
+        attrs.update(economics.customer_value(scenario, funnel))
     return from_tally(
-        tally.arrays(),
+        arrays,
         labels=funnel.calendar.labels,
         stages=funnel.stages,
         channels=funnel.channels,
@@ -135,10 +140,17 @@ def simulate_batch(funnel: Funnel, engine: str, seed: int, start: int, stop: int
     if engine == "des":
         from funnelsim.engine import des
 
-        return des.simulate(funnel, keys)
-    from funnelsim.engine import vectorized
+        tally = des.simulate(funnel, keys)
+    else:
+        from funnelsim.engine import vectorized
 
-    return vectorized.simulate(funnel, keys)
+        tally = vectorized.simulate(funnel, keys)
+    if funnel.repeat is not None:
+        from funnelsim.customers import add_repeat_sales
+
+        add_repeat_sales(funnel, tally, keys)
+        tally.customers = None  # per-customer records stay in the batch
+    return tally
 
 
 def _place(tally: Tally, start: int, part: Tally) -> None:

@@ -149,9 +149,11 @@ Volume = Annotated[
 class Channel(Strict):
     """A marketing channel: where leads come from and how many (per month)."""
 
-    leads_per_month: Volume = Field(
+    leads_per_month: Volume | None = Field(
+        default=None,
         description="Expected new leads per month: a number, a distribution (uncertain, drawn "
-        "once per replication) or a plan {YYYY-MM: leads} (months not listed: 0)."
+        "once per replication) or a plan {YYYY-MM: leads} (months not listed: 0). May be left "
+        "out when costs.channels gives a budget_per_month and a cost_per_lead.",
     )
     seasonality: list[NonNegative] | None = Field(
         default=None, description="12 multipliers, January to December (not rescaled)."
@@ -215,6 +217,17 @@ Pipeline = Annotated[
 
 
 @dataclass(frozen=True)
+class CustomerHistory:
+    """Existing customers' purchase histories (days), from a customers file."""
+
+    customer_id: tuple[str, ...]
+    repeat_purchases: np.ndarray  # x: purchases after the first
+    recency_days: np.ndarray  # t_x: days from the first to the last purchase
+    age_days: np.ndarray  # T: days from the first purchase to the start date
+    mean_spend: np.ndarray  # mean value of the repeat purchases; NaN when unknown
+
+
+@dataclass(frozen=True)
 class OpenLead:
     """One lead of the opening pipeline, as resolved from counts or from a file."""
 
@@ -273,10 +286,139 @@ class SalesTeam(Strict):
     )
 
 
-class Costs(Strict):
-    """What the sales system costs (in the scenario's currency)."""
+class ChannelCost(Strict):
+    """What a channel's leads cost: a monthly budget, a price per lead, or both."""
 
+    budget_per_month: NonNegative | None = Field(
+        default=None, description="Marketing spend per month (currency)."
+    )
+    cost_per_lead: NonNegative | None = Field(
+        default=None, description="Cost of one lead (currency)."
+    )
+
+
+class Costs(Strict):
+    """What the sales system costs and earns (money in the scenario's currency)."""
+
+    channels: dict[str, ChannelCost] = Field(default_factory=dict)
     rep_per_month: NonNegative | None = Field(default=None, description="Cost of one rep a month.")
+    gross_margin: Probability = Field(
+        default=1.0, description="Share of revenue that is gross margin (default 1)."
+    )
+    discount_rate_per_year: NonNegative = Field(
+        default=0.0, description="Discount rate for the lifetime value (default 0)."
+    )
+    ltv_years: Annotated[float, Field(gt=0, le=100)] = Field(
+        default=10.0, description="Cut-off of the lifetime value, in years (default 10)."
+    )
+
+
+class GammaGammaSpend(Strict):
+    """Gamma-Gamma spend (Fader, Hardie & Lee 2005): each customer's purchases are
+    Gamma(p, ν) with its own ν ~ Gamma(q, γ) (shape, rate); mean p·γ/(q − 1)."""
+
+    model: Literal["gamma_gamma"]
+    p: Positive
+    q: Annotated[float, Field(gt=1, allow_inf_nan=False)]
+    gamma: Positive
+
+
+def _spend_tag(value: Any) -> str:
+    if isinstance(value, GammaGammaSpend) or (isinstance(value, dict) and "model" in value):
+        return "model"
+    return "distribution"
+
+
+Spend = Annotated[
+    Annotated[GammaGammaSpend, Tag("model")] | Annotated[Distribution, Tag("distribution")],
+    Discriminator(_spend_tag),
+]
+"""Value of a repeat purchase: Gamma-Gamma, or any distribution (currency)."""
+
+TimeUnit = Literal["day", "week", "month", "year"]
+DAYS_PER_UNIT = {"day": 1.0, "week": 7.0, "month": DAYS_PER_MONTH, "year": 365.25}
+
+
+class BGNBD(Strict):
+    """BG/NBD (Fader, Hardie & Lee 2005): while alive a customer buys at rate λ ~ Gamma(r, α)
+    per ``unit``; after each repeat purchase it drops out with probability p ~ Beta(a, b)."""
+
+    model: Literal["bg_nbd"]
+    unit: TimeUnit = "week"
+    r: Positive
+    alpha: Positive
+    a: Positive
+    b: Positive
+    spend: Spend
+
+
+class ParetoNBD(Strict):
+    """Pareto/NBD (Schmittlein, Morrison & Colombo 1987): purchases at rate λ ~ Gamma(r, α),
+    lifetime exponential with rate μ ~ Gamma(s, β), both per ``unit``."""
+
+    model: Literal["pareto_nbd"]
+    unit: TimeUnit = "week"
+    r: Positive
+    alpha: Positive
+    s: Positive
+    beta: Positive
+    spend: Spend
+
+
+class BetaChurn(Strict):
+    """Shifted-beta-geometric churn (Fader & Hardie 2007): each customer's churn
+    probability per billing period is drawn from Beta(α, β)."""
+
+    beta: Annotated[list[Positive], Field(min_length=2, max_length=2)]
+
+
+def _churn_tag(value: Any) -> str:
+    if isinstance(value, BetaChurn) or isinstance(value, dict):
+        return "beta"
+    return "number"
+
+
+class Subscription(Strict):
+    """Contractual repeat sales: each billing period a customer renews (pays) or churns."""
+
+    model: Literal["subscription"]
+    billing: Literal["week", "month", "year"] = "month"
+    price: NonNegative = Field(description="Paid at the close and at every renewal (currency).")
+    churn: Annotated[
+        Annotated[Probability, Tag("number")] | Annotated[BetaChurn, Tag("beta")],
+        Discriminator(_churn_tag),
+    ] = Field(description="Churn probability per period, or {beta: [α, β]}.")
+
+
+Repeat = Annotated[
+    BGNBD | ParetoNBD | Subscription,
+    Field(discriminator="model"),
+]
+
+
+class ExistingCount(Strict):
+    """A cohort of customers whose first purchase was just before the start."""
+
+    count: int = Field(ge=0)
+
+
+class ExistingFile(Strict):
+    """Customers with their own history, one row each:
+    customer_id,repeat_purchases,recency_days,age_days[,mean_spend]."""
+
+    file: str
+
+
+def _existing_tag(value: Any) -> str:
+    if isinstance(value, ExistingFile) or (isinstance(value, dict) and "file" in value):
+        return "file"
+    return "count"
+
+
+Existing = Annotated[
+    Annotated[ExistingCount, Tag("count")] | Annotated[ExistingFile, Tag("file")],
+    Discriminator(_existing_tag),
+]
 
 
 class Scenario(Strict):
@@ -303,9 +445,16 @@ class Scenario(Strict):
         default=None, description="Reps whose capacity limits the rep-worked stages."
     )
     costs: Costs | None = None
+    repeat: Repeat | None = Field(
+        default=None, description="What customers do after their first purchase."
+    )
+    existing_customers: Existing | None = Field(
+        default=None, description="Customers from before the start (need `repeat`)."
+    )
 
     _source: Path | None = PrivateAttr(default=None)
     _open_leads: tuple[OpenLead, ...] = PrivateAttr(default=())
+    _customers: CustomerHistory | None = PrivateAttr(default=None)
     _sha256: str = PrivateAttr(default="")
 
     @field_validator("start", mode="before")
@@ -330,6 +479,11 @@ class Scenario(Strict):
     def open_leads(self) -> tuple[OpenLead, ...]:
         """The opening pipeline, one entry per lead."""
         return self._open_leads
+
+    @property
+    def customer_history(self) -> CustomerHistory | None:
+        """The existing customers read from ``existing_customers: {file: ...}``."""
+        return self._customers
 
     @property
     def sha256(self) -> str:
@@ -517,6 +671,8 @@ def scenario_from_dict(
     open_leads = _resolve_pipeline(scenario, base, label)
     scenario._source = Path(source) if source is not None else None
     scenario._open_leads = open_leads
+    if isinstance(scenario.existing_customers, ExistingFile):
+        scenario._customers = read_customers(base / scenario.existing_customers.file)
     problems = list(_check_pipeline_ages(scenario))
     if problems:
         raise InputError(label, problems)
@@ -548,6 +704,15 @@ def _fingerprint(scenario: Scenario) -> str:
         [lead.lead_id, lead.channel, lead.stage, lead.days_in_stage, lead.value]
         for lead in scenario.open_leads
     ]
+    history = scenario.customer_history
+    if history is not None:
+        body["customers"] = [
+            list(history.customer_id),
+            history.repeat_purchases.tolist(),
+            history.recency_days.tolist(),
+            history.age_days.tolist(),
+            [None if np.isnan(v) else v for v in history.mean_spend.tolist()],
+        ]
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -667,7 +832,7 @@ def _check(s: Scenario) -> Iterable[Problem]:
                         f"{where} -> leads_per_month -> {month}",
                         f"is outside the horizon {first_month} to {last_month}",
                     )
-    if s.deal_value is None:
+    if s.deal_value is None and not isinstance(s.repeat, Subscription):
         missing = [c for c, ch in s.channels.items() if ch.deal_value is None]
         if missing:
             yield Problem(
@@ -701,6 +866,7 @@ def _check(s: Scenario) -> Iterable[Problem]:
     yield from _check_graph(s)
     if s.sales_team is not None:
         yield from _check_team(s, s.sales_team)
+    yield from _check_money(s)
     if isinstance(s.pipeline, dict):
         for sname, entry in s.pipeline.items():
             where = f"pipeline -> {sname}"
@@ -824,6 +990,40 @@ def _check_graph(s: Scenario) -> Iterable[Problem]:
             "stages",
             f"leads in {names}{whose} can never reach won or lost: a loop with no exit "
             "(give one of these stages an outcome won or lost with probability > 0)",
+        )
+
+
+def _check_money(s: Scenario) -> Iterable[Problem]:
+    """Channel costs, where volumes come from budgets, and what repeat sales need."""
+    costs = s.costs.channels if s.costs else {}
+    for name in costs:
+        if name not in s.channels:
+            yield Problem(
+                f"costs -> channels -> {name}",
+                f"unknown channel '{name}'{did_you_mean(name, s.channels)}; "
+                f"expected one of: {', '.join(s.channels)}",
+            )
+    for name, channel in s.channels.items():
+        if channel.leads_per_month is not None:
+            continue
+        cost = costs.get(name)
+        if cost is None or cost.budget_per_month is None or not cost.cost_per_lead:
+            yield Problem(
+                f"channels -> {name} -> leads_per_month",
+                "is required unless costs -> channels -> "
+                f"{name} gives both budget_per_month and a cost_per_lead above 0 "
+                "(leads per month = budget ÷ cost per lead)",
+            )
+    if s.existing_customers is not None and s.repeat is None:
+        yield Problem(
+            "existing_customers",
+            "needs a repeat section: existing customers matter only for their repeat purchases",
+        )
+    if isinstance(s.existing_customers, ExistingFile) and isinstance(s.repeat, Subscription):
+        yield Problem(
+            "existing_customers -> file",
+            "a customers file describes purchase histories (bg_nbd, pareto_nbd); for "
+            "subscriptions give existing_customers: {count: N}",
         )
 
 
@@ -969,6 +1169,75 @@ def _read_pipeline_file(s: Scenario, path: Path) -> tuple[OpenLead, ...]:
     if problems:
         raise InputError(source, problems)
     return tuple(leads)
+
+
+def read_customers(path: Path) -> CustomerHistory:
+    """Read a customers file: customer_id,repeat_purchases,recency_days,age_days[,mean_spend].
+
+    ``repeat_purchases`` counts purchases after the first; ``recency_days`` is the time from
+    the first to the last purchase (0 without repeat purchases); ``age_days`` the time from the
+    first purchase to the start date. ``funnelsim fit --transactions`` writes such files.
+    """
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(source, "customers file not found (existing_customers -> file)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(source, f"cannot read the customers file: {exc}") from None
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    required = ["customer_id", "repeat_purchases", "recency_days", "age_days"]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise InputError(
+            source,
+            f"missing column(s) {', '.join(missing)}; expected a header "
+            "customer_id,repeat_purchases,recency_days,age_days[,mean_spend] (found: "
+            f"{','.join(header) or 'nothing'})",
+        )
+    problems: list[Problem] = []
+    ids: list[str] = []
+    columns: dict[str, list[float]] = {c: [] for c in required[1:] + ["mean_spend"]}
+    seen: dict[str, int] = {}
+    for row in reader:
+        where = f"row {reader.line_num}"
+        if None in row:
+            problems.append(Problem(where, f"has more values than the {len(header)} columns"))
+            continue
+        cid = (row.get("customer_id") or "").strip()
+        if not cid:
+            problems.append(Problem(where, "customer_id is empty"))
+        elif cid in seen:
+            problems.append(Problem(where, f"customer_id {cid!r} repeats row {seen[cid]}"))
+        seen.setdefault(cid, reader.line_num)
+        values = {c: _csv_number(row.get(c), c, where, problems) for c in required[1:]}
+        spend = None
+        if "mean_spend" in header and (row.get("mean_spend") or "").strip():
+            spend = _csv_number(row.get("mean_spend"), "mean_spend", where, problems)
+        x, recency, age = values["repeat_purchases"], values["recency_days"], values["age_days"]
+        if x is not None and x != int(x):
+            problems.append(Problem(where, f"repeat_purchases {x:g} is not a whole number"))
+        if None not in (x, recency, age):
+            if recency > age:
+                problems.append(
+                    Problem(where, f"recency_days {recency:g} is more than age_days {age:g}")
+                )
+            if x == 0 and recency > 0:
+                problems.append(
+                    Problem(where, f"recency_days {recency:g} with no repeat purchase; expected 0")
+                )
+            ids.append(cid)
+            columns["repeat_purchases"].append(x)
+            columns["recency_days"].append(recency)
+            columns["age_days"].append(age)
+            columns["mean_spend"].append(np.nan if spend is None else spend)
+    if problems:
+        raise InputError(source, problems)
+    return CustomerHistory(
+        customer_id=tuple(ids),
+        **{name: np.asarray(values, dtype=float) for name, values in columns.items()},
+    )
 
 
 def _csv_number(raw: str | None, column: str, where: str, problems: list[Problem]) -> float | None:

@@ -164,10 +164,48 @@ _LABELS = {
     "won": "won",
     "lost": "lost",
     "revenue": "revenue",
+    "revenue_new": "  from new customers (first purchase)",
+    "revenue_repeat": "  from repeat purchases",
+    "repeat_share": "repeat share of revenue",
+    "repeat_purchases": "repeat purchases",
+    "customers_new": "new customers",
+    "customers_active_at_end": "active customers at end",
     "open_at_end": "open at end",
     "cycle_days": "days to win (new leads won)",
     "went_cold": "went cold waiting for a rep",
     "rep_utilization": "rep utilization",
+    "marketing_cost": "marketing cost",
+    "sales_cost": "sales cost (reps)",
+    "cac": "CAC (cost per new customer)",
+    "cac_marketing": "  marketing only",
+    "ltv": "LTV (gross margin per new customer)",
+    "ltv_to_cac": "LTV : CAC",
+    "payback_months": "payback (months)",
+    "roi": "ROI",
+}
+_MONEY = {
+    "revenue",
+    "revenue_new",
+    "revenue_repeat",
+    "marketing_cost",
+    "sales_cost",
+    "cac",
+    "cac_marketing",
+    "ltv",
+}
+
+
+def _ratio_text(x: float | None) -> str:
+    return "n/a" if x is None or x != x else f"{x:,.2f}"
+
+
+_FORMATS = {
+    "cycle_days": days,
+    "rep_utilization": percent,
+    "repeat_share": percent,
+    "ltv_to_cac": _ratio_text,
+    "payback_months": _ratio_text,
+    "roi": percent,
 }
 
 
@@ -186,8 +224,8 @@ def forecast_text(summary: dict[str, Any]) -> str:
         s = summary["totals"].get(metric)
         if s is None:
             continue
-        unit = f" ({cur})" if metric == "revenue" else ""
-        fmt = {"cycle_days": days, "rep_utilization": percent}.get(metric, number)
+        unit = f" ({cur})" if metric in _MONEY and not label.startswith("  ") else ""
+        fmt = _FORMATS.get(metric, number)
         rows.append([label + unit] + [fmt(s[k]) for k in ("mean", "p5", "p50", "p95")])
     out.append(_table(["", "mean", "P5", "P50", "P95"], rows))
 
@@ -220,18 +258,23 @@ def forecast_text(summary: dict[str, Any]) -> str:
 
     out += ["", "By channel (means)"]
     rows = []
+    costs = any("cac" in s for s in summary["channels"].values())
     for channel, s in summary["channels"].items():
         won, leads = s["won"]["mean"], s["leads"]["mean"]
-        rows.append(
-            [
-                channel,
-                number(leads),
-                number(won),
-                number(s["revenue"]["mean"]),
-                f"{number(s['revenue']['p5'])}-{number(s['revenue']['p95'])}",
-            ]
-        )
-    out.append(_table(["channel", "new leads", "won", f"revenue ({cur})", "P5-P95"], rows))
+        row = [
+            channel,
+            number(leads),
+            number(won),
+            number(s["revenue"]["mean"]),
+            f"{number(s['revenue']['p5'])}-{number(s['revenue']['p95'])}",
+        ]
+        if costs:
+            row += [number(s["marketing_cost"]["mean"]), number(s["cac"]["mean"])]
+        rows.append(row)
+    header = ["channel", "new leads", "won", f"revenue ({cur})", "P5-P95"]
+    if costs:
+        header += [f"marketing ({cur})", f"CAC ({cur})"]
+    out.append(_table(header, rows))
 
     out += ["", f"By {summary['period']} (means; revenue with its 90% interval)"]
     rows = []

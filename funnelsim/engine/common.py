@@ -43,10 +43,25 @@ class Tally:
     queue: np.ndarray | None = None  # (R, P, S) leads waiting for a slot at the period's end
     busy_slot_days: np.ndarray | None = None  # (R, P) slot-days in use
     slot_days: np.ndarray | None = None  # (R, P) slot-days available
+    # repeat sales (customers.py; None without a repeat model)
+    first_payment: np.ndarray | None = None  # (R, P, C) subscription price paid at the close
+    repeat_revenue: np.ndarray | None = None  # (R, P, C) repeat purchases of new customers
+    existing_revenue: np.ndarray | None = None  # (R, P) repeat purchases of existing ones
+    repeat_purchases: np.ndarray | None = None  # (R, P) repeat purchases (renewals)
+    active_customers: np.ndarray | None = None  # (R, P) customers active at the period's end
+    # the new customers of the batch, for customers.py (not a count)
+    customers: Cohort | None = None
 
     @classmethod
     def zeros(
-        cls, replications: int, periods: int, channels: int, stages: int, *, team: bool = False
+        cls,
+        replications: int,
+        periods: int,
+        channels: int,
+        stages: int,
+        *,
+        team: bool = False,
+        repeat: bool = False,
     ) -> Tally:
         shapes = {
             "channel": (replications, periods, channels),
@@ -57,13 +72,13 @@ class Tally:
             **{
                 name: np.zeros(shapes[kind])
                 for name, kind in TALLY_DIMS.items()
-                if team or name not in TEAM_FIELDS
+                if (team or name not in TEAM_FIELDS) and (repeat or name not in REPEAT_FIELDS)
             }
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The fields that are present (the sales-team ones only with a team)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "customers"}
         return {name: a for name, a in values.items() if a is not None}
 
 
@@ -74,10 +89,29 @@ TALLY_DIMS = {
         "stage",
     ),
     **dict.fromkeys(("busy_slot_days", "slot_days"), "funnel"),
+    **dict.fromkeys(("first_payment", "repeat_revenue"), "channel"),
+    **dict.fromkeys(("existing_revenue", "repeat_purchases", "active_customers"), "funnel"),
 }
 """What each tally field is broken down by, besides replication and period."""
 
 TEAM_FIELDS = ("cold", "wait_days", "waited", "unserved", "queue", "busy_slot_days", "slot_days")
+REPEAT_FIELDS = (
+    "first_payment",
+    "repeat_revenue",
+    "existing_revenue",
+    "repeat_purchases",
+    "active_customers",
+)
+
+
+@dataclass
+class Cohort:
+    """New customers (won deals) of a batch: replication row, channel, close time, key."""
+
+    rep: np.ndarray
+    channel: np.ndarray
+    t: np.ndarray
+    key: np.ndarray
 
 
 # ------------------------------------------------------------------ uncertain inputs

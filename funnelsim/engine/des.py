@@ -36,7 +36,15 @@ import simpy
 from simpy.events import NORMAL
 
 from funnelsim import streams
-from funnelsim.engine.common import Leads, StayDraws, Tally, arrivals, draw_inputs, opening_leads
+from funnelsim.engine.common import (
+    Cohort,
+    Leads,
+    StayDraws,
+    Tally,
+    arrivals,
+    draw_inputs,
+    opening_leads,
+)
 from funnelsim.funnel import Funnel
 
 
@@ -81,6 +89,7 @@ def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
             s, opening.take(index), funnel.open_age[entry[index]]
         )
     open_value = funnel.open_value[entry]
+    cohorts: list[Cohort] = []
     for r in range(reps):
         mine = np.flatnonzero(new.rep == r)
         mine = mine[np.argsort(new.t[mine], kind="stable")]
@@ -92,6 +101,15 @@ def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
             )
         run.add_arrivals(new.take(mine))
         run.run()
+        if funnel.repeat is not None:
+            cohorts.append(run.cohort)
+    if funnel.repeat is not None:
+        tally.customers = Cohort(
+            *(
+                np.concatenate([getattr(c, name) for c in cohorts])
+                for name in ("rep", "channel", "t", "key")
+            )
+        )
     return tally
 
 
@@ -165,6 +183,7 @@ class _Replication:
         self.first_days: list[float] = []
         self.visits: dict[tuple[int, int], int] = {}
         self.loops = funnel.has_loops
+        self.won_leads: list[tuple[int, float]] | None = [] if funnel.repeat is not None else None
         self.team = funnel.team
         if self.team is not None:
             self._init_team()
@@ -269,6 +288,8 @@ class _Replication:
         c = self.channel[i]
         counts = self.by_channel
         if target == self.won_code:
+            if self.won_leads is not None:
+                self.won_leads.append((i, t))
             counts["won"][p][c] += 1
             counts["revenue"][p][c] += self.value[i]
             born = self.born[i]
@@ -585,6 +606,15 @@ class _Replication:
         for name, table in self.by_stage.items():
             getattr(t, name)[r] = table
         t.open[r] = _stock(self.started, self.ended)
+        if self.won_leads is not None:
+            keys = np.concatenate(self.keys) if self.keys else np.zeros(0, dtype=np.uint64)
+            index = np.array([i for i, _ in self.won_leads], dtype=np.intp)
+            self.cohort = Cohort(
+                np.full(index.size, r, dtype=np.intp),
+                np.asarray(self.channel, dtype=np.intp)[index],
+                np.array([when for _, when in self.won_leads]),
+                keys[index],
+            )
         channel = np.asarray(self.channel, dtype=np.int64)
         born = np.asarray(self.born)
         new = ~np.isnan(born)

@@ -16,7 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from funnelsim.engine.common import StayDraws, Tally, arrivals, draw_inputs, opening_leads
+from funnelsim.engine.common import (
+    Cohort,
+    StayDraws,
+    Tally,
+    arrivals,
+    draw_inputs,
+    opening_leads,
+)
 from funnelsim.funnel import Funnel
 
 _FIELDS = ("rc", "t_in", "p_in", "key", "born", "value", "visits")
@@ -79,6 +86,7 @@ class _Run:
         self.targets = [t.targets.tolist() for t in funnel.tables]
         self.loops = funnel.has_loops
         self.known_values = bool(np.isfinite(funnel.open_value).any())
+        self.won_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # new customers
 
     def period(self, t: np.ndarray) -> np.ndarray:
         """Period of each time (days); P at or after the horizon."""
@@ -147,6 +155,8 @@ class _Run:
             if unknown.any():
                 value[unknown] = self.draws.deal_value(rc[unknown] % self.channels, key[unknown])
         _add(self.revenue, where, value)
+        if self.funnel.repeat is not None:
+            self.won_parts.append((rc, closed_at, key))
         born = stays.born[index]
         new = ~np.isnan(born)
         if new.any():
@@ -164,7 +174,12 @@ class _Run:
 
         # open at the end of period p: stays begun before its end and ended after it
         stock = np.cumsum(self.started, axis=2) - np.cumsum(self.ended, axis=2)
+        customers = None
+        if self.funnel.repeat is not None:
+            rc, t, key = (np.concatenate([w[j] for w in self.won_parts]) for j in range(3))
+            customers = Cohort(rc // c, rc % c, t, key.astype(np.uint64))
         return Tally(
+            customers=customers,
             leads=by_channel(self.leads),
             won=by_channel(self.won),
             lost=by_channel(self.lost),
