@@ -71,6 +71,24 @@ class _Keyed:
         keys = self.keys if index is None else self.keys[index]
         return streams.uniform(keys, streams.salt(REPEAT, purpose, step))
 
+    def uniforms(self, purpose: int, index, first: int, count: int) -> np.ndarray:
+        """(customers, count) uniforms: those of steps first .. first + count − 1."""
+        steps = np.arange(first, first + count, dtype=np.uint64)[None, :]
+        return streams.uniform(
+            streams.indexed(self.keys[index][:, None], steps), streams.salt(REPEAT, purpose)
+        )
+
+    def beta(self, a, b, purpose: int, index=None) -> np.ndarray:
+        g = self.gamma(a, purpose, index)
+        return g / (g + self.gamma(b, purpose + 100, index))
+
+    def spend_gamma(self, shape: float, customer: np.ndarray, number: np.ndarray) -> np.ndarray:
+        return standard_gamma(shape, self.purchase_keys(customer, number))
+
+    def purchase_keys(self, customer: np.ndarray, number: np.ndarray) -> np.ndarray:
+        """One key per purchase: the customer's key and the purchase's number."""
+        return streams.indexed(self.keys_for(_VALUE, customer), number)
+
     def keys_for(self, purpose: int, index=None, step: int = 0) -> np.ndarray:
         keys = self.keys if index is None else self.keys[index]
         return streams.derive(keys, streams.salt(REPEAT, purpose, step))
@@ -88,10 +106,24 @@ class _Stream:
 
     def gamma(self, shape, purpose: int, index=None) -> np.ndarray:
         n = self._n(index)
-        return self.rng.standard_gamma(np.broadcast_to(shape, (n,)), size=n)
+        if np.ndim(shape) == 0:
+            return self.rng.standard_gamma(float(shape), size=n)
+        return self.rng.standard_gamma(shape, size=n)
 
     def uniform(self, purpose: int, index=None, step: int = 0) -> np.ndarray:
         return self.rng.random(self._n(index))
+
+    def uniforms(self, purpose: int, index, first: int, count: int) -> np.ndarray:
+        return self.rng.random((np.size(index), count))
+
+    def beta(self, a, b, purpose: int, index=None) -> np.ndarray:
+        return self.rng.beta(a, b, size=self._n(index))
+
+    def spend_gamma(self, shape: float, customer: np.ndarray, number: np.ndarray) -> np.ndarray:
+        return self.rng.standard_gamma(shape, size=customer.size)
+
+    def purchase_keys(self, customer: np.ndarray, number: np.ndarray) -> np.ndarray:
+        return streams.keys_from_rng(self.rng, customer.size)
 
     def keys_for(self, purpose: int, index=None, step: int = 0) -> np.ndarray:
         return streams.keys_from_rng(self.rng, self._n(index))
@@ -138,43 +170,66 @@ def simulate_cohort(
     shape = model.r if x is None else model.r + x
     rate = model.alpha if age is None else model.alpha + age
     lam = draws.gamma(shape, _LAMBDA) / rate / unit  # purchases per day while alive
+    p_drop = nu = None  # drawn for customers who buy at all (most of a cohort does not)
     if isinstance(model, BGNBD):
-        a, b = model.a, (model.b if x is None else model.b + x)
-        g_a = draws.gamma(a, _DROPOUT)
-        p_drop = g_a / (g_a + draws.gamma(b, _DROPOUT + 100))
+        p_drop = True  # drawn below
+        b = model.b if x is None else model.b + x
         lifetime = np.full(n, np.inf)
     else:
         mu = draws.gamma(model.s, _DROPOUT) / model.beta / unit
         lifetime = start - np.log(draws.uniform(_DIE)) / mu
-        p_drop = None
-    nu = None
     if isinstance(model.spend, GammaGammaSpend):
         sp = model.spend
+        nu = np.ones(n)
         q_shape, q_rate = np.full(n, sp.q), np.full(n, sp.gamma)
         if history is not None:
             known = ~np.isnan(history["spend"]) & (history["x"] > 0)
             q_shape[known] += sp.p * history["x"][known]
             q_rate[known] += history["x"][known] * history["spend"][known]
-        nu = draws.gamma(q_shape, _SPEND) / q_rate
     until = np.where(active, lifetime, start)
+    # BG/NBD: the J-th repeat purchase is the last (J geometric with p), J = ∞ otherwise
+    last = np.full(n, np.inf)
     customers, times, steps = [], [], []
     current = np.flatnonzero(active)
-    t = start.astype(float).copy()
-    step = 0
+    t = start.astype(float)
+    done = 0  # purchases each current customer has made
+    block = 1  # purchases drawn at a time per customer: doubling, as most buy few
     while current.size:
-        step += 1
-        gap = -np.log(draws.uniform(_GAP, current, step)) / lam[current]
-        t[current] += gap
-        bought = t[current] < np.minimum(horizon, lifetime[current])
-        buyers = current[bought]
-        customers.append(buyers)
-        times.append(t[buyers])
-        steps.append(np.full(buyers.size, step - 1, dtype=np.uint64))
-        if p_drop is not None and buyers.size:
-            dies = draws.uniform(_DIE, buyers, step) < p_drop[buyers]
-            until[buyers[dies]] = t[buyers[dies]]
-            buyers = buyers[~dies]
-        current = buyers
+        gaps = np.log(draws.uniforms(_GAP, current, done, block))
+        gaps /= -lam[current][:, None]
+        when = np.cumsum(gaps, axis=1)
+        when += t[current][:, None]
+        made = when < np.minimum(horizon, lifetime[current])[:, None]
+        if done == 0:  # first purchases: the buyers' dropout and spend
+            buyers = current[made[:, 0]]
+            if p_drop is not None:
+                b_buyers = b if x is None else b[buyers]
+                p_drop = draws.beta(model.a, b_buyers, _DROPOUT, buyers)
+                with np.errstate(divide="ignore"):
+                    last[buyers] = 1 + np.floor(
+                        np.log(draws.uniform(_DIE, buyers)) / np.log1p(-p_drop)
+                    )
+            if nu is not None:
+                nu[buyers] = draws.gamma(q_shape[buyers], _SPEND, buyers) / q_rate[buyers]
+        if p_drop is not None:
+            count = done + 1 + np.arange(block)[None, :]  # the purchase's number
+            limit = last[current][:, None]
+            made &= count <= limit
+            rows, cols = np.nonzero(made & (count == limit))
+            until[current[rows]] = when[rows, cols]  # dropped out after this purchase
+            going = made[:, -1] & (count[0, -1] < limit[:, 0])
+        else:
+            going = made[:, -1]
+        rows, cols = np.nonzero(made)
+        customers.append(current[rows])
+        times.append(when[rows, cols])
+        steps.append((done + cols).astype(np.uint64))
+        t_next = when[going, -1]
+        current = current[going]
+        t = np.full(n, np.nan)
+        t[current] = t_next
+        done += block
+        block = min(2 * block, 32)
     customer = np.concatenate(customers) if customers else np.zeros(0, dtype=np.intp)
     when = np.concatenate(times) if times else np.zeros(0)
     number = np.concatenate(steps) if steps else np.zeros(0, dtype=np.uint64)
@@ -186,22 +241,16 @@ def _spend(spend, customer: np.ndarray, number: np.ndarray, nu, draws) -> np.nda
     """The value of each purchase (the customer's ``number``-th repeat purchase)."""
     if customer.size == 0:
         return np.zeros(0)
-    if isinstance(draws, _Stream):
-        keys = draws.keys_for(_VALUE, np.arange(customer.size))
-    else:
-        keys = streams.indexed(draws.keys_for(_VALUE, customer), number)
     if isinstance(spend, GammaGammaSpend):
-        return standard_gamma(spend.p, keys) / nu[customer]
-    return spend.draw(keys)
+        return draws.spend_gamma(spend.p, customer, number) / nu[customer]
+    return spend.draw(draws.purchase_keys(customer, number))
 
 
 def _subscriptions(model: Subscription, start, horizon: float, draws) -> Life:
     n = start.size
     period = BILLING_DAYS[model.billing]
     if isinstance(model.churn, BetaChurn):
-        alpha, beta = model.churn.beta
-        g = draws.gamma(alpha, _CHURN)
-        theta = g / (g + draws.gamma(beta, _CHURN + 100))
+        theta = draws.beta(*model.churn.beta, _CHURN)
     else:
         theta = np.full(n, float(model.churn))
     u = draws.uniform(_DIE)
@@ -332,7 +381,6 @@ def add_repeat_sales(funnel, tally, rep_keys: np.ndarray) -> None:
     reps, periods, channels = tally.leads.shape
     cal = funnel.calendar
     horizon = cal.horizon
-    bounds = cal.edges[1:]
     first_payment = np.zeros((reps, periods, channels))
     repeat_revenue = np.zeros((reps, periods, channels))
     existing_revenue = np.zeros((reps, periods))
@@ -342,16 +390,13 @@ def add_repeat_sales(funnel, tally, rep_keys: np.ndarray) -> None:
 
     def book(life: Life, rep: np.ndarray, start: np.ndarray) -> np.ndarray:
         """Count purchases and active spells; returns each purchase's (rep, period) cell."""
-        period = np.searchsorted(bounds, life.when, side="right")
-        cell = rep[life.customer] * periods + period
+        cell = rep[life.customer] * periods + cal.period_or_after(life.when)
         purchases.flat[:] += np.bincount(cell, minlength=purchases.size)
         alive = life.active
-        began.flat[:] += np.bincount(
-            rep[alive] * (periods + 1) + np.searchsorted(bounds, start[alive], side="right"),
-            minlength=began.size,
-        )
-        stop = np.searchsorted(bounds, np.minimum(life.until[alive], horizon), side="right")
-        ended.flat[:] += np.bincount(rep[alive] * (periods + 1) + stop, minlength=ended.size)
+        rows = rep[alive] * (periods + 1)
+        began.flat[:] += np.bincount(rows + cal.period_or_after(start[alive]), minlength=began.size)
+        stop = cal.period_or_after(np.minimum(life.until[alive], horizon))
+        ended.flat[:] += np.bincount(rows + stop, minlength=ended.size)
         return cell
 
     cohort = tally.customers
@@ -362,7 +407,7 @@ def add_repeat_sales(funnel, tally, rep_keys: np.ndarray) -> None:
         channel = cohort.channel[life.customer]
         np.add.at(repeat_revenue.reshape(-1, channels), (cell, channel), life.value)
         if isinstance(model, Subscription):
-            p_close = np.searchsorted(bounds, cohort.t, side="right")
+            p_close = cal.period_or_after(cohort.t)
             np.add.at(first_payment, (cohort.rep, p_close, cohort.channel), float(model.price))
     history = funnel.history
     count = funnel.existing_count if history is None else len(history.customer_id)

@@ -69,10 +69,6 @@ class _Run:
         self.channels = len(funnel.channels)
         self.reps = reps
         self.cells = reps * self.channels
-        # period of each whole day (period edges are whole days); P for the horizon onwards
-        self.last_day = int(round(cal.horizon))
-        days = np.arange(self.last_day + 1)
-        self.day_period = np.searchsorted(cal.edges[1:], days, side="right")
         flows = (self.cells, self.periods)
         self.leads, self.won, self.lost = np.zeros(flows), np.zeros(flows), np.zeros(flows)
         self.revenue, self.cycle_days = np.zeros(flows), np.zeros(flows)
@@ -90,7 +86,7 @@ class _Run:
 
     def period(self, t: np.ndarray) -> np.ndarray:
         """Period of each time (days); P at or after the horizon."""
-        return self.day_period[np.minimum(t, self.last_day).astype(np.intp)]
+        return self.funnel.calendar.period_or_after(t)
 
     def drain(self) -> None:
         """Process the queues until every lead has closed or outlived the horizon."""
