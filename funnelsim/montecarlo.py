@@ -160,6 +160,9 @@ def _place(tally: Tally, start: int, part: Tally) -> None:
 
 def _batches(funnel: Funnel, engine: str, replications: int, workers: int) -> list[tuple[int, int]]:
     leads = float(analytic.expected_leads(funnel).sum()) + funnel.open_stage.size + 1.0
+    if funnel.repeat is not None:  # existing customers cost about as much as leads
+        history = funnel.history
+        leads += funnel.existing_count if history is None else len(history.customer_id)
     if engine == "vectorized":
         size = max(1, int(_LEADS_PER_BATCH // leads))
     else:

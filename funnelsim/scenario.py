@@ -79,13 +79,13 @@ class Dirichlet(Strict):
 
 def _next_tag(value: Any) -> str:
     if isinstance(value, Dirichlet) or (isinstance(value, dict) and "dirichlet" in value):
-        return "uncertain"
-    return "probabilities"
+        return "as uncertain"
+    return "as probabilities"
 
 
 Next = Annotated[
-    Annotated[Dirichlet, Tag("uncertain")]
-    | Annotated[dict[str, Probability], Tag("probabilities")],
+    Annotated[Dirichlet, Tag("as uncertain")]
+    | Annotated[dict[str, Probability], Tag("as probabilities")],
     Discriminator(_next_tag),
 ]
 """Outcomes of a stage: ``{outcome: probability}`` or ``{dirichlet: {outcome: concentration}}``."""
@@ -93,12 +93,13 @@ Next = Annotated[
 
 def _duration_tag(value: Any) -> str:
     if isinstance(value, dict) and "dist" not in value and not isinstance(value, _Dist):
-        return "per_outcome"
-    return "single"
+        return "as per_outcome"
+    return "as single"
 
 
 Duration = Annotated[
-    Annotated[Distribution, Tag("single")] | Annotated[dict[str, Distribution], Tag("per_outcome")],
+    Annotated[Distribution, Tag("as single")]
+    | Annotated[dict[str, Distribution], Tag("as per_outcome")],
     Discriminator(_duration_tag),
 ]
 """Days in a stage: one distribution, or one per outcome ``{won: ..., lost: ...}``."""
@@ -123,18 +124,18 @@ def _volume_tag(value: Any) -> str | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return "number"
+        return "as number"
     if isinstance(value, _Dist) or (isinstance(value, dict) and "dist" in value):
-        return "distribution"
+        return "as distribution"
     if isinstance(value, dict):
-        return "plan"
+        return "as plan"
     return None
 
 
 Volume = Annotated[
-    Annotated[NonNegative, Tag("number")]
-    | Annotated[Distribution, Tag("distribution")]
-    | Annotated[MonthlyPlan, Tag("plan")],
+    Annotated[NonNegative, Tag("as number")]
+    | Annotated[Distribution, Tag("as distribution")]
+    | Annotated[MonthlyPlan, Tag("as plan")],
     Discriminator(
         _volume_tag,
         custom_error_type="volume",
@@ -206,12 +207,12 @@ class PipelineFile(Strict):
 
 def _pipeline_tag(value: Any) -> str:
     if isinstance(value, PipelineFile) or (isinstance(value, dict) and "file" in value):
-        return "file"
-    return "stages"
+        return "as file"
+    return "as stages"
 
 
 Pipeline = Annotated[
-    Annotated[PipelineFile, Tag("file")] | Annotated[dict[str, PipelineEntry], Tag("stages")],
+    Annotated[PipelineFile, Tag("as file")] | Annotated[dict[str, PipelineEntry], Tag("as stages")],
     Discriminator(_pipeline_tag),
 ]
 
@@ -325,12 +326,12 @@ class GammaGammaSpend(Strict):
 
 def _spend_tag(value: Any) -> str:
     if isinstance(value, GammaGammaSpend) or (isinstance(value, dict) and "model" in value):
-        return "model"
-    return "distribution"
+        return "as model"
+    return "as distribution"
 
 
 Spend = Annotated[
-    Annotated[GammaGammaSpend, Tag("model")] | Annotated[Distribution, Tag("distribution")],
+    Annotated[GammaGammaSpend, Tag("as model")] | Annotated[Distribution, Tag("as distribution")],
     Discriminator(_spend_tag),
 ]
 """Value of a repeat purchase: Gamma-Gamma, or any distribution (currency)."""
@@ -374,8 +375,8 @@ class BetaChurn(Strict):
 
 def _churn_tag(value: Any) -> str:
     if isinstance(value, BetaChurn) or isinstance(value, dict):
-        return "beta"
-    return "number"
+        return "as beta"
+    return "as number"
 
 
 class Subscription(Strict):
@@ -385,7 +386,7 @@ class Subscription(Strict):
     billing: Literal["week", "month", "year"] = "month"
     price: NonNegative = Field(description="Paid at the close and at every renewal (currency).")
     churn: Annotated[
-        Annotated[Probability, Tag("number")] | Annotated[BetaChurn, Tag("beta")],
+        Annotated[Probability, Tag("as number")] | Annotated[BetaChurn, Tag("as beta")],
         Discriminator(_churn_tag),
     ] = Field(description="Churn probability per period, or {beta: [α, β]}.")
 
@@ -411,12 +412,12 @@ class ExistingFile(Strict):
 
 def _existing_tag(value: Any) -> str:
     if isinstance(value, ExistingFile) or (isinstance(value, dict) and "file" in value):
-        return "file"
-    return "count"
+        return "as file"
+    return "as count"
 
 
 Existing = Annotated[
-    Annotated[ExistingCount, Tag("count")] | Annotated[ExistingFile, Tag("file")],
+    Annotated[ExistingCount, Tag("as count")] | Annotated[ExistingFile, Tag("as file")],
     Discriminator(_existing_tag),
 ]
 

@@ -680,6 +680,109 @@ CASES: dict[str, Bad] = {
         ("-9000", "greater than or equal to 0"),
         put("costs", {"rep_per_month": -9000}),
     ),
+    # ---- repeat sales and costs
+    "repeat_negative_r": Bad(
+        "repeat -> r",
+        ("-0.2", "greater than 0"),
+        put("repeat", {"model": "bg_nbd", "r": -0.2, "alpha": 4, "a": 0.8, "b": 2.4, "spend": 30}),
+        cli=True,
+    ),
+    "repeat_unknown_model": Bad(
+        "repeat",
+        ("bg_nbdd", "bg_nbd"),
+        put("repeat", {"model": "bg_nbdd", "r": 0.2, "alpha": 4, "a": 0.8, "b": 2.4, "spend": 30}),
+    ),
+    "repeat_gamma_gamma_q_at_most_one": Bad(
+        "repeat -> spend -> q",
+        ("0.9", "greater than 1"),
+        put(
+            "repeat",
+            {
+                "model": "bg_nbd",
+                "r": 0.2,
+                "alpha": 4,
+                "a": 0.8,
+                "b": 2.4,
+                "spend": {"model": "gamma_gamma", "p": 6, "q": 0.9, "gamma": 15},
+            },
+        ),
+    ),
+    "churn_above_one": Bad(
+        "repeat -> churn",
+        ("1.5", "less than or equal to 1"),
+        put("repeat", {"model": "subscription", "price": 100, "churn": 1.5}),
+    ),
+    "churn_beta_one_number": Bad(
+        "repeat -> churn -> beta",
+        ("[1.2]", "at least 2 items"),
+        put("repeat", {"model": "subscription", "price": 100, "churn": {"beta": [1.2]}}),
+    ),
+    "costs_unknown_channel": Bad(
+        "costs -> channels -> wbe",
+        ("unknown channel 'wbe'", "did you mean 'web'"),
+        put("costs", {"channels": {"wbe": {"budget_per_month": 1000}}}),
+    ),
+    "costs_margin_above_one": Bad(
+        "costs -> gross_margin",
+        ("1.2", "less than or equal to 1"),
+        put("costs", {"gross_margin": 1.2}),
+    ),
+    "leads_missing_without_budget": Bad(
+        "channels -> referral -> leads_per_month",
+        ("is required unless", "budget_per_month"),
+        drop("channels.referral.leads_per_month"),
+    ),
+    "existing_without_repeat": Bad(
+        "existing_customers", ("needs a repeat section",), put("existing_customers", {"count": 10})
+    ),
+    "existing_negative_count": Bad(
+        "existing_customers -> count",
+        ("-5", "greater than or equal to 0"),
+        both(
+            put("repeat", {"model": "subscription", "price": 100, "churn": 0.1}),
+            put("existing_customers", {"count": -5}),
+        ),
+    ),
+    "customers_file_recency_after_age": Bad(
+        "row 3",
+        ("recency_days 50 is more than age_days 40",),
+        both(
+            put(
+                "repeat", {"model": "bg_nbd", "r": 0.2, "alpha": 4, "a": 0.8, "b": 2.4, "spend": 30}
+            ),
+            put("existing_customers", {"file": "customers.csv"}),
+        ),
+        files={
+            "customers.csv": "customer_id,repeat_purchases,recency_days,age_days\nc1,1,5,40\nc2,2,50,40\n"
+        },
+        source="customers.csv",
+    ),
+    "customers_file_fractional_purchases": Bad(
+        "row 2",
+        ("repeat_purchases 1.5 is not a whole number",),
+        both(
+            put(
+                "repeat", {"model": "bg_nbd", "r": 0.2, "alpha": 4, "a": 0.8, "b": 2.4, "spend": 30}
+            ),
+            put("existing_customers", {"file": "customers.csv"}),
+        ),
+        files={
+            "customers.csv": "customer_id,repeat_purchases,recency_days,age_days\nc1,1.5,5,40\n"
+        },
+        source="customers.csv",
+    ),
+    "customers_file_missing_column": Bad(
+        "",
+        ("missing column(s) age_days",),
+        both(
+            put(
+                "repeat", {"model": "bg_nbd", "r": 0.2, "alpha": 4, "a": 0.8, "b": 2.4, "spend": 30}
+            ),
+            put("existing_customers", {"file": "customers.csv"}),
+        ),
+        files={"customers.csv": "customer_id,repeat_purchases,recency_days\nc1,1,5\n"},
+        source="customers.csv",
+    ),
 }
 
 

@@ -172,7 +172,8 @@ class _Run:
         stock = np.cumsum(self.started, axis=2) - np.cumsum(self.ended, axis=2)
         customers = None
         if self.funnel.repeat is not None:
-            rc, t, key = (np.concatenate([w[j] for w in self.won_parts]) for j in range(3))
+            parts = self.won_parts or [(np.zeros(0, np.intp), np.zeros(0), np.zeros(0, np.uint64))]
+            rc, t, key = (np.concatenate([w[j] for w in parts]) for j in range(3))
             customers = Cohort(rc // c, rc % c, t, key.astype(np.uint64))
         return Tally(
             customers=customers,
