@@ -753,7 +753,9 @@ CASES: dict[str, Bad] = {
             put("existing_customers", {"file": "customers.csv"}),
         ),
         files={
-            "customers.csv": "customer_id,repeat_purchases,recency_days,age_days\nc1,1,5,40\nc2,2,50,40\n"
+            "customers.csv": (
+                "customer_id,repeat_purchases,recency_days,age_days\nc1,1,5,40\nc2,2,50,40\n"
+            )
         },
         source="customers.csv",
     ),
