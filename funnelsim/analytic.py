@@ -37,8 +37,8 @@ class ChainExpectations:
     visits: dict[str, float]  # expected entries into each stage, re-entries counted
     days_to_close_won: float  # E[days from arrival to won | won]
     days_to_close: float  # E[days from arrival to won or lost]
-    deal_value: float  # mean value of a won deal (currency)
-    revenue_per_lead: float  # p_won × deal_value (currency)
+    deal_value: float  # mean first purchase of a won deal: deal value (+ subscription price)
+    revenue_per_lead: float  # p_won × deal_value (currency): new revenue, not repeat
 
 
 def transition_matrices(funnel: Funnel, channel: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -73,7 +73,7 @@ def channel_expectations(funnel: Funnel, channel: int) -> ChainExpectations:
     """Eventual expectations for a new lead of ``channel`` (entering the first stage)."""
     P, D, N, p_won, won_time, any_time = _absorption(funnel, channel)
     entry = 0
-    value = funnel.deal_value[channel].expected_value()
+    value = first_purchase(funnel, channel)
     pw = float(p_won[entry])
     return ChainExpectations(
         channel=funnel.channels[channel],
@@ -116,7 +116,7 @@ def pipeline_expectations(funnel: Funnel) -> dict[str, float]:
         pw = weights[n] + weights[:n] @ p_won
         won += pw
         entries += weights[:n] @ N
-        mean_value = funnel.deal_value[channel].expected_value() if np.isnan(value) else value
+        mean_value = first_purchase(funnel, channel) if np.isnan(value) else value
         revenue += pw * mean_value
     count = len(funnel.open_stage)
     return {
@@ -126,6 +126,16 @@ def pipeline_expectations(funnel: Funnel) -> dict[str, float]:
         "revenue": revenue,
         **{f"entered:{s}": float(entries[i]) for i, s in enumerate(funnel.stages)},
     }
+
+
+def first_purchase(funnel: Funnel, channel: int) -> float:
+    """Mean value of a won deal's first purchase: its deal value, plus the first payment of a
+    subscription (currency)."""
+    value = funnel.deal_value[channel].expected_value()
+    repeat = funnel.repeat
+    if repeat is not None and repeat.model == "subscription":
+        value += float(repeat.price)
+    return value
 
 
 def expected_leads(funnel: Funnel) -> np.ndarray:

@@ -147,6 +147,8 @@ def funnel_text(scenario: Scenario) -> str:
         out.append(
             "  (the expectations above ignore the team's capacity; `run` simulates the waits)"
         )
+    if scenario.repeat is not None:
+        out += ["", *_repeat_lines(scenario)]
     if funnel.open_stage.size:
         p = pipeline_expectations(funnel)
         out += [
@@ -155,6 +157,40 @@ def funnel_text(scenario: Scenario) -> str:
             f"{p['won']:,.1f}, revenue {cur} {p['revenue']:,.0f}",
         ]
     return "\n".join(out)
+
+
+def _repeat_lines(scenario: Scenario) -> list[str]:
+    from funnelsim.customers import expected_repeat_purchases, mean_spend
+
+    model = scenario.repeat
+    cur = scenario.currency
+    year = float(expected_repeat_purchases(model, [365.25])[0])
+    if model.model == "subscription":
+        churn = model.churn
+        churn_text = f"{churn:g}" if isinstance(churn, float) else f"Beta{tuple(churn.beta)}"
+        lines = [
+            f"Repeat sales: subscription, {cur} {model.price:,.0f} a {model.billing}, churn "
+            f"{churn_text} per {model.billing}; a new subscriber renews {year:.1f} times in its "
+            "first year on average"
+        ]
+    else:
+        name = {"bg_nbd": "BG/NBD", "pareto_nbd": "Pareto/NBD"}[model.model]
+        lines = [
+            f"Repeat sales: {name}; a new customer makes {year:.2f} repeat purchases in its "
+            f"first year on average, {cur} {mean_spend(model):,.2f} each"
+        ]
+    existing = scenario.existing_customers
+    if existing is not None:
+        count = (
+            len(scenario.customer_history.customer_id)
+            if scenario.customer_history is not None
+            else existing.count
+        )
+        source = (
+            "with their histories" if scenario.customer_history is not None else "a fresh cohort"
+        )
+        lines.append(f"  existing customers: {count:,} ({source})")
+    return lines
 
 
 # ---------------------------------------------------------------- run
