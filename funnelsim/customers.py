@@ -169,65 +169,77 @@ def simulate_cohort(
         active = draws.uniform(_ALIVE) < bg_nbd_p_alive(model, x, t_x, age)
     shape = model.r if x is None else model.r + x
     rate = model.alpha if age is None else model.alpha + age
-    lam = draws.gamma(shape, _LAMBDA) / rate / unit  # purchases per day while alive
-    p_drop = nu = None  # drawn for customers who buy at all (most of a cohort does not)
     if isinstance(model, BGNBD):
-        p_drop = True  # drawn below
         b = model.b if x is None else model.b + x
         lifetime = np.full(n, np.inf)
     else:
         mu = draws.gamma(model.s, _DROPOUT) / model.beta / unit
         lifetime = start - np.log(draws.uniform(_DIE)) / mu
+    until = np.where(active, lifetime, start)
+    customers, times, steps = [], [], []
+
+    # The first repeat purchase, from its marginal distribution: with λ ~ Gamma(shape, rate)
+    # the first of a Poisson process's events comes after a Lomax time, P(T₁ > t) =
+    # (rate / (rate + t))^shape; and given T₁, λ ~ Gamma(shape + 1, rate + T₁). So λ (and
+    # the dropout and spend) are drawn only for the customers who buy in the horizon.
+    current = np.flatnonzero(active)
+    rate_c = rate if np.ndim(rate) == 0 else rate[current]
+    shape_c = shape if np.ndim(shape) == 0 else shape[current]
+    wait = rate_c * np.expm1(-np.log(draws.uniform(_GAP, current)) / shape_c)  # in units
+    first = start[current] + wait * unit
+    bought = first < np.minimum(horizon, lifetime[current])
+    buyers, first, wait = current[bought], first[bought], wait[bought]
+    lam = np.zeros(n)
+    lam[buyers] = (
+        draws.gamma(shape + 1 if np.ndim(shape) == 0 else shape[buyers] + 1, _LAMBDA, buyers)
+        / ((rate if np.ndim(rate) == 0 else rate[buyers]) + wait)
+        / unit
+    )  # per day
+    customers.append(buyers)
+    times.append(first)
+    steps.append(np.zeros(buyers.size, dtype=np.uint64))
+    nu = None
     if isinstance(model.spend, GammaGammaSpend):
         sp = model.spend
-        nu = np.ones(n)
-        q_shape, q_rate = np.full(n, sp.q), np.full(n, sp.gamma)
+        q_shape, q_rate = np.full(buyers.size, sp.q), np.full(buyers.size, sp.gamma)
         if history is not None:
-            known = ~np.isnan(history["spend"]) & (history["x"] > 0)
-            q_shape[known] += sp.p * history["x"][known]
-            q_rate[known] += history["x"][known] * history["spend"][known]
-    until = np.where(active, lifetime, start)
-    # BG/NBD: the J-th repeat purchase is the last (J geometric with p), J = ∞ otherwise
-    last = np.full(n, np.inf)
-    customers, times, steps = [], [], []
-    current = np.flatnonzero(active)
-    t = start.astype(float)
-    done = 0  # purchases each current customer has made
-    block = 1  # purchases drawn at a time per customer: doubling, as most buy few
+            xs, spend = history["x"][buyers], history["spend"][buyers]
+            known = ~np.isnan(spend) & (xs > 0)
+            q_shape[known] += sp.p * xs[known]
+            q_rate[known] += xs[known] * spend[known]
+        nu = np.ones(n)
+        nu[buyers] = draws.gamma(q_shape, _SPEND, buyers) / q_rate
+    last = np.full(n, np.inf)  # BG/NBD: the J-th repeat purchase is the last
+    if isinstance(model, BGNBD):
+        p_drop = draws.beta(model.a, b if x is None else b[buyers], _DROPOUT, buyers)
+        with np.errstate(divide="ignore"):
+            last[buyers] = 1 + np.floor(np.log(draws.uniform(_DIE, buyers)) / np.log1p(-p_drop))
+        stops = last[buyers] == 1
+        until[buyers[stops]] = first[stops]
+        current, t_now = buyers[~stops], first[~stops]
+    else:
+        current, t_now = buyers, first
+
+    # later purchases: exponential gaps at rate λ, a few at a time per customer
+    done = 1  # purchases each current customer has made
+    block = 2  # drawn at a time: doubling, as most customers buy few
     while current.size:
         gaps = np.log(draws.uniforms(_GAP, current, done, block))
         gaps /= -lam[current][:, None]
         when = np.cumsum(gaps, axis=1)
-        when += t[current][:, None]
+        when += t_now[:, None]
         made = when < np.minimum(horizon, lifetime[current])[:, None]
-        if done == 0:  # first purchases: the buyers' dropout and spend
-            buyers = current[made[:, 0]]
-            if p_drop is not None:
-                b_buyers = b if x is None else b[buyers]
-                p_drop = draws.beta(model.a, b_buyers, _DROPOUT, buyers)
-                with np.errstate(divide="ignore"):
-                    last[buyers] = 1 + np.floor(
-                        np.log(draws.uniform(_DIE, buyers)) / np.log1p(-p_drop)
-                    )
-            if nu is not None:
-                nu[buyers] = draws.gamma(q_shape[buyers], _SPEND, buyers) / q_rate[buyers]
-        if p_drop is not None:
-            count = done + 1 + np.arange(block)[None, :]  # the purchase's number
-            limit = last[current][:, None]
-            made &= count <= limit
-            rows, cols = np.nonzero(made & (count == limit))
-            until[current[rows]] = when[rows, cols]  # dropped out after this purchase
-            going = made[:, -1] & (count[0, -1] < limit[:, 0])
-        else:
-            going = made[:, -1]
+        count = done + 1 + np.arange(block)[None, :]  # the purchase's number
+        limit = last[current][:, None]
+        made &= count <= limit
         rows, cols = np.nonzero(made)
         customers.append(current[rows])
         times.append(when[rows, cols])
         steps.append((done + cols).astype(np.uint64))
-        t_next = when[going, -1]
-        current = current[going]
-        t = np.full(n, np.nan)
-        t[current] = t_next
+        ends = count[0, cols] == limit[rows, 0]  # it drops out after this purchase
+        until[current[rows[ends]]] = when[rows[ends], cols[ends]]
+        going = made[:, -1] & (count[0, -1] < limit[:, 0])
+        current, t_now = current[going], when[going, -1]
         done += block
         block = min(2 * block, 32)
     customer = np.concatenate(customers) if customers else np.zeros(0, dtype=np.intp)

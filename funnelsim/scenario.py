@@ -1020,11 +1020,11 @@ def _check_money(s: Scenario) -> Iterable[Problem]:
             "existing_customers",
             "needs a repeat section: existing customers matter only for their repeat purchases",
         )
-    if isinstance(s.existing_customers, ExistingFile) and isinstance(s.repeat, Subscription):
+    if isinstance(s.existing_customers, ExistingFile) and not isinstance(s.repeat, BGNBD):
         yield Problem(
             "existing_customers -> file",
-            "a customers file describes purchase histories (bg_nbd, pareto_nbd); for "
-            "subscriptions give existing_customers: {count: N}",
+            "a customers file (purchase histories) works with repeat model bg_nbd; with "
+            f"{getattr(s.repeat, 'model', 'this model')} give existing_customers: {{count: N}}",
         )
 
 
