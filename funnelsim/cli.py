@@ -54,6 +54,25 @@ _set_option = click.option(
 _scenario_arg = click.argument("scenario", type=click.Path(dir_okay=False, path_type=Path))
 
 
+def _monte_carlo_options(command: Callable) -> Callable:
+    """-n/--replications, --seed and --workers, shared by the commands that simulate."""
+    for option in reversed(
+        [
+            click.option(
+                "-n", "--replications", type=click.IntRange(min=1), help="Default: the scenario's."
+            ),
+            click.option("--seed", type=click.IntRange(min=0), help="Default: the scenario's."),
+            click.option(
+                "--workers",
+                type=click.IntRange(min=1),
+                help="Worker processes (default: the number of CPUs). Results do not depend on it.",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="funnelsim")
 def main() -> None:
@@ -92,13 +111,7 @@ def schema() -> None:
 @main.command()
 @_scenario_arg
 @_set_option
-@click.option("-n", "--replications", type=click.IntRange(min=1), help="Default: the scenario's.")
-@click.option("--seed", type=click.IntRange(min=0), help="Default: the scenario's.")
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    help="Worker processes (default: the number of CPUs). Results do not depend on it.",
-)
+@_monte_carlo_options
 @click.option(
     "--engine",
     type=click.Choice(["auto", "vectorized", "des"]),
@@ -178,9 +191,7 @@ def run(
     metavar="DAYS",
     help="Also mark the smallest team whose mean wait for a rep stays under DAYS.",
 )
-@click.option("-n", "--replications", type=click.IntRange(min=1), help="Default: the scenario's.")
-@click.option("--seed", type=click.IntRange(min=0), help="Default: the scenario's.")
-@click.option("--workers", type=click.IntRange(min=1), help="Default: the number of CPUs.")
+@_monte_carlo_options
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),

@@ -25,6 +25,7 @@ import numpy as np
 import yaml
 from pydantic import (
     AfterValidator,
+    BaseModel,
     ConfigDict,
     Discriminator,
     Field,
@@ -77,17 +78,25 @@ class Dirichlet(Strict):
         return data
 
 
-def _next_tag(value: Any) -> str:
-    if isinstance(value, Dirichlet) or (isinstance(value, dict) and "dirichlet" in value):
-        return "as uncertain"
-    return "as probabilities"
+def _by_key(key: str, section: type[BaseModel], otherwise: Any) -> Any:
+    """A field that is ``section`` when its mapping has ``key`` (or is one), else ``otherwise``.
+
+    A tagged union, so a bad value gets the one error of the form it was meant as. (Tags are
+    named so that they cannot be keys of a scenario: error paths drop them.)
+    """
+
+    def tag(value: Any) -> str:
+        if isinstance(value, section) or (isinstance(value, dict) and key in value):
+            return f"as {key}"
+        return f"not {key}"
+
+    return Annotated[
+        Annotated[section, Tag(f"as {key}")] | Annotated[otherwise, Tag(f"not {key}")],
+        Discriminator(tag),
+    ]
 
 
-Next = Annotated[
-    Annotated[Dirichlet, Tag("as uncertain")]
-    | Annotated[dict[str, Probability], Tag("as probabilities")],
-    Discriminator(_next_tag),
-]
+Next = _by_key("dirichlet", Dirichlet, dict[str, Probability])
 """Outcomes of a stage: ``{outcome: probability}`` or ``{dirichlet: {outcome: concentration}}``."""
 
 
@@ -205,16 +214,7 @@ class PipelineFile(Strict):
     file: str
 
 
-def _pipeline_tag(value: Any) -> str:
-    if isinstance(value, PipelineFile) or (isinstance(value, dict) and "file" in value):
-        return "as file"
-    return "as stages"
-
-
-Pipeline = Annotated[
-    Annotated[PipelineFile, Tag("as file")] | Annotated[dict[str, PipelineEntry], Tag("as stages")],
-    Discriminator(_pipeline_tag),
-]
+Pipeline = _by_key("file", PipelineFile, dict[str, PipelineEntry])
 
 
 @dataclass(frozen=True)
@@ -324,16 +324,7 @@ class GammaGammaSpend(Strict):
     gamma: Positive
 
 
-def _spend_tag(value: Any) -> str:
-    if isinstance(value, GammaGammaSpend) or (isinstance(value, dict) and "model" in value):
-        return "as model"
-    return "as distribution"
-
-
-Spend = Annotated[
-    Annotated[GammaGammaSpend, Tag("as model")] | Annotated[Distribution, Tag("as distribution")],
-    Discriminator(_spend_tag),
-]
+Spend = _by_key("model", GammaGammaSpend, Distribution)
 """Value of a repeat purchase: Gamma-Gamma, or any distribution (currency)."""
 
 TimeUnit = Literal["day", "week", "month", "year"]
@@ -373,22 +364,15 @@ class BetaChurn(Strict):
     beta: Annotated[list[Positive], Field(min_length=2, max_length=2)]
 
 
-def _churn_tag(value: Any) -> str:
-    if isinstance(value, BetaChurn) or isinstance(value, dict):
-        return "as beta"
-    return "as number"
-
-
 class Subscription(Strict):
     """Contractual repeat sales: each billing period a customer renews (pays) or churns."""
 
     model: Literal["subscription"]
     billing: Literal["week", "month", "year"] = "month"
     price: NonNegative = Field(description="Paid at the close and at every renewal (currency).")
-    churn: Annotated[
-        Annotated[Probability, Tag("as number")] | Annotated[BetaChurn, Tag("as beta")],
-        Discriminator(_churn_tag),
-    ] = Field(description="Churn probability per period, or {beta: [α, β]}.")
+    churn: _by_key("beta", BetaChurn, Probability) = Field(
+        description="Churn probability per period, or {beta: [α, β]}."
+    )
 
 
 Repeat = Annotated[
@@ -410,16 +394,7 @@ class ExistingFile(Strict):
     file: str
 
 
-def _existing_tag(value: Any) -> str:
-    if isinstance(value, ExistingFile) or (isinstance(value, dict) and "file" in value):
-        return "as file"
-    return "as count"
-
-
-Existing = Annotated[
-    Annotated[ExistingCount, Tag("as count")] | Annotated[ExistingFile, Tag("as file")],
-    Discriminator(_existing_tag),
-]
+Existing = _by_key("file", ExistingFile, ExistingCount)
 
 
 class Scenario(Strict):
