@@ -240,6 +240,186 @@ def staff(
         click.echo("\nWrote " + ", ".join(str(p) for p in written))
 
 
+def _columns(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    mapping = {}
+    for part in text.split(","):
+        if "=" not in part:
+            raise BadInput(
+                f"error: --columns: {part!r}: expected NAME=COLUMN, e.g. customer_id=Client"
+            )
+        name, column = part.split("=", 1)
+        mapping[name.strip()] = column.strip()
+    return mapping
+
+
+_day = click.DateTime(formats=["%Y-%m-%d"])
+
+
+@main.command()
+@click.option(
+    "--transactions",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Transaction log: customer_id,date,amount (CSV or Parquet).",
+)
+@click.option(
+    "--columns",
+    metavar="NAME=COLUMN,...",
+    help="Map the log's column names, e.g. customer_id=Client,date=Order Date,amount=Total.",
+)
+@click.option("--as-of", type=_day, help="End of the calibration period (default: the last day).")
+@click.option(
+    "--model",
+    type=click.Choice(["bg_nbd", "pareto_nbd"]),
+    default="bg_nbd",
+    show_default=True,
+    help="The count model of the scenario (both are fitted by maximum likelihood).",
+)
+@click.option(
+    "--unit",
+    type=click.Choice(["day", "week", "month"]),
+    default="week",
+    show_default=True,
+    help="Time unit of the fitted rates.",
+)
+@click.option(
+    "--holdout-until",
+    type=_day,
+    help="Compare predicted and actual repeat purchases after --as-of until this day.",
+)
+@click.option("--lenient", is_flag=True, help="Skip bad rows (with a count) instead of stopping.")
+@click.option(
+    "--allow-zero-amounts", is_flag=True, help="Accept purchases of amount 0 (e.g. free orders)."
+)
+@click.option(
+    "--allow-duplicates",
+    is_flag=True,
+    help="Accept rows repeating another exactly (two equal orders on one day).",
+)
+@click.option(
+    "--accept-warnings",
+    is_flag=True,
+    help="Exit 0 even if the sampler's diagnostics are poor (they are still reported).",
+)
+@click.option(
+    "--draws",
+    type=click.IntRange(min=100),
+    default=1000,
+    show_default=True,
+    help="NUTS draws per chain kept.",
+)
+@click.option(
+    "--tune",
+    type=click.IntRange(min=100),
+    default=1000,
+    show_default=True,
+    help="NUTS tuning steps per chain (discarded).",
+)
+@click.option(
+    "--chains", type=click.IntRange(min=1), default=4, show_default=True, help="NUTS chains."
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Seed of the sampler (the fit is reproducible).",
+)
+@click.option(
+    "--months",
+    type=click.IntRange(min=1),
+    default=12,
+    show_default=True,
+    help="Horizon of the scenario written.",
+)
+@click.option("--currency", default="USD", show_default=True, help="Currency of the amounts.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for estimates.json, posterior.nc, diagnostics.txt, customers.csv, "
+    "scenario.yaml (and holdout.json).",
+)
+@_bad_input
+def fit(
+    transactions,
+    columns,
+    as_of,
+    model,
+    unit,
+    holdout_until,
+    lenient,
+    allow_zero_amounts,
+    allow_duplicates,
+    accept_warnings,
+    draws,
+    tune,
+    chains,
+    seed,
+    months,
+    currency,
+    out,
+) -> None:
+    """Fit repeat-purchase models (BG/NBD, Pareto/NBD, Gamma-Gamma) to a transaction log.
+
+    Maximum likelihood (SciPy) for every model and NUTS (PyMC) for the chosen one; writes
+    the estimates with their uncertainty, the posterior, the existing customers and a
+    runnable scenario. Exit code 3 when the sampler's diagnostics are poor.
+    """
+    from funnelsim.fit.transactions import fit_transactions
+    from funnelsim.text import fit_text
+
+    if not re_currency(currency):
+        raise BadInput(f"error: --currency: {currency!r}: expected an ISO code like USD")
+    try:
+        result = fit_transactions(
+            transactions,
+            out,
+            as_of=as_of.date() if as_of else None,
+            model=model,
+            unit=unit,
+            columns=_columns(columns),
+            lenient=lenient,
+            allow_zero_amounts=allow_zero_amounts,
+            allow_duplicates=allow_duplicates,
+            holdout_until=holdout_until.date() if holdout_until else None,
+            draws=draws,
+            tune=tune,
+            chains=chains,
+            seed=seed,
+            months=months,
+            currency=currency,
+        )
+    except ValueError as exc:
+        raise BadInput(f"error: {transactions}: {exc}") from None
+    if result.skipped:
+        reasons = ", ".join(f"{n} {why}" for why, n in result.skipped_reasons.items())
+        click.echo(f"warning: skipped {result.skipped} bad rows ({reasons})", err=True)
+    if result.dropped_customers:
+        click.echo(
+            f"warning: left out {result.dropped_customers} customers whose purchases all "
+            "come after --as-of",
+            err=True,
+        )
+    click.echo(fit_text(result))
+    click.echo("\nWrote " + ", ".join(str(p) for p in result.written))
+    if not result.ok and not accept_warnings:
+        click.echo(
+            "error: the sampler's diagnostics are poor (see above); rerun with more --draws "
+            "and --tune, or pass --accept-warnings to use these draws anyway",
+            err=True,
+        )
+        sys.exit(3)
+
+
+def re_currency(text: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[A-Z]{3}", text) is not None
+
+
 class _Progress:
     """A progress bar on stderr, only when stderr is a terminal and the run takes > 1 s."""
 

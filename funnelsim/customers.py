@@ -293,7 +293,10 @@ def bg_nbd_expected_purchases(model: BGNBD, t: np.ndarray | float) -> np.ndarray
     r, alpha, a, b = model.r, model.alpha, model.a, model.b
     t = np.asarray(t, dtype=float)
     z = t / (alpha + t)
-    return (a + b - 1) / (a - 1) * (1 - (alpha / (alpha + t)) ** r * hyp2f1(r, b, a + b - 1, z))
+    # (α/(α+t))^r · 2F1(r, b; a+b−1; z) by Euler's transformation, as in the conditional
+    # expectation below
+    tail = (1 - z) ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, a + b - 1, z)
+    return (a + b - 1) / (a - 1) * (1 - tail)
 
 
 def bg_nbd_p_alive(model: BGNBD, x, t_x, age) -> np.ndarray:
@@ -321,15 +324,11 @@ def bg_nbd_conditional_purchases(model: BGNBD, t, x, t_x, age) -> np.ndarray:
     age = np.asarray(age, dtype=float)
     t = np.asarray(t, dtype=float)
     z = t / (alpha + age + t)
-    alive_part = (
-        (a + b + x - 1)
-        / (a - 1)
-        * (
-            1
-            - ((alpha + age) / (alpha + age + t)) ** (r + x)
-            * hyp2f1(r + x, b + x, a + b + x - 1, z)
-        )
-    )
+    # ((α+T)/(α+T+t))^(r+x) · 2F1(r+x, b+x; a+b+x−1; z), rewritten with Euler's
+    # transformation as (1 − z)^(a−1) · 2F1(a+b−1−r, a−1; a+b+x−1; z): the same value,
+    # without an overflowing 2F1 times an underflowing power for heavy buyers
+    tail = (1 - z) ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
+    alive_part = (a + b + x - 1) / (a - 1) * (1 - tail)
     return alive_part * bg_nbd_p_alive(model, x, t_x, age)
 
 
@@ -411,13 +410,23 @@ def add_repeat_sales(funnel, tally, rep_keys: np.ndarray) -> None:
         ended.flat[:] += np.bincount(rows + stop, minlength=ended.size)
         return cell
 
+    models = _replication_models(funnel, rep_keys)
     cohort = tally.customers
     if cohort is not None and cohort.t.size:
         keys = streams.derive(cohort.key, streams.salt(REPEAT, 0x6E6577))  # "new"
-        life = simulate_cohort(model, cohort.t, horizon, _Keyed(keys))
-        cell = book(life, cohort.rep, cohort.t)
-        channel = cohort.channel[life.customer]
-        np.add.at(repeat_revenue.reshape(-1, channels), (cell, channel), life.value)
+        groups = (
+            [np.arange(cohort.t.size)]
+            if models is None
+            else [np.flatnonzero(cohort.rep == r) for r in range(reps)]
+        )
+        for r, index in enumerate(groups):
+            if index.size == 0:
+                continue
+            which = model if models is None else models[r]
+            life = simulate_cohort(which, cohort.t[index], horizon, _Keyed(keys[index]))
+            cell = book(life, cohort.rep[index], cohort.t[index])
+            channel = cohort.channel[index][life.customer]
+            np.add.at(repeat_revenue.reshape(-1, channels), (cell, channel), life.value)
         if isinstance(model, Subscription):
             p_close = cal.period_or_after(cohort.t)
             np.add.at(first_payment, (cohort.rep, p_close, cohort.channel), float(model.price))
@@ -436,7 +445,8 @@ def add_repeat_sales(funnel, tally, rep_keys: np.ndarray) -> None:
         salt = streams.salt(REPEAT, 0x6F6C64)  # "old"
         for r, key in enumerate(streams.derive(rep_keys, salt).tolist()):
             draws = _Stream(np.random.default_rng(key), count)
-            life = simulate_cohort(model, start, horizon, draws, history=hist, existing=True)
+            which = model if models is None else models[r]
+            life = simulate_cohort(which, start, horizon, draws, history=hist, existing=True)
             cell = book(life, np.full(count, r), start)
             existing_revenue.flat[:] += np.bincount(
                 cell, weights=life.value, minlength=existing_revenue.size
@@ -446,3 +456,26 @@ def add_repeat_sales(funnel, tally, rep_keys: np.ndarray) -> None:
     tally.existing_revenue = existing_revenue
     tally.repeat_purchases = purchases
     tally.active_customers = (np.cumsum(began, axis=1) - np.cumsum(ended, axis=1))[:, :periods]
+
+
+def _replication_models(funnel, rep_keys: np.ndarray) -> list | None:
+    """With posterior draws, each replication's repeat model: one joint draw, picked by the
+    replication's own stream (so the same replication always takes the same draw)."""
+    draws = funnel.posterior
+    if draws is None:
+        return None
+    model = funnel.repeat
+    size = next(iter(draws.values())).size
+    u = streams.uniform(rep_keys, streams.salt(REPEAT, 0x706F7374))  # "post"
+    picks = np.minimum((u * size).astype(np.int64), size - 1)
+    models = []
+    for j in picks.tolist():
+        counts = {k: float(v[j]) for k, v in draws.items() if k not in ("p", "q", "gamma")}
+        update = dict(counts)
+        if "p" in draws and isinstance(model.spend, GammaGammaSpend):
+            spend = model.spend.model_copy(
+                update={k: float(draws[k][j]) for k in ("p", "q", "gamma")}
+            )
+            update["spend"] = spend
+        models.append(model.model_copy(update=update))
+    return models

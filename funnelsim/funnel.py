@@ -156,6 +156,7 @@ class Funnel:
     repeat: Any = None  # the scenario's repeat model (customers.py simulates it)
     existing_count: int = 0  # a fresh cohort of existing customers
     history: Any = None  # or existing customers with their histories (CustomerHistory)
+    posterior: Any = None  # joint draws of the repeat parameters, {name: array}
 
     @property
     def won(self) -> int:
@@ -288,6 +289,7 @@ def compile_funnel(scenario: Scenario) -> Funnel:
         repeat=scenario.repeat,
         existing_count=getattr(existing, "count", 0),
         history=scenario.customer_history,
+        posterior=scenario.posterior_draws,
         stages=stages,
         channels=channels,
         channel_ids=np.array([streams.stable_id(c) for c in channels], dtype=np.uint64),

@@ -397,6 +397,15 @@ class ExistingFile(Strict):
 Existing = _by_key("file", ExistingFile, ExistingCount)
 
 
+class PosteriorFile(Strict):
+    """Posterior draws of the repeat model's parameters (ArviZ InferenceData, netCDF)."""
+
+    file: str
+    sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="Checked when the file is read."
+    )
+
+
 class Scenario(Strict):
     """A validated scenario. Build it with :func:`load_scenario` or :func:`scenario_from_dict`."""
 
@@ -427,10 +436,16 @@ class Scenario(Strict):
     existing_customers: Existing | None = Field(
         default=None, description="Customers from before the start (need `repeat`)."
     )
+    posterior: PosteriorFile | None = Field(
+        default=None,
+        description="Posterior draws of the repeat model (funnelsim fit): each replication "
+        "uses one joint draw.",
+    )
 
     _source: Path | None = PrivateAttr(default=None)
     _open_leads: tuple[OpenLead, ...] = PrivateAttr(default=())
     _customers: CustomerHistory | None = PrivateAttr(default=None)
+    _posterior: dict[str, np.ndarray] | None = PrivateAttr(default=None)
     _sha256: str = PrivateAttr(default="")
 
     @field_validator("start", mode="before")
@@ -455,6 +470,11 @@ class Scenario(Strict):
     def open_leads(self) -> tuple[OpenLead, ...]:
         """The opening pipeline, one entry per lead."""
         return self._open_leads
+
+    @property
+    def posterior_draws(self) -> dict[str, np.ndarray] | None:
+        """Joint posterior draws of the repeat parameters, by name (one array each)."""
+        return self._posterior
 
     @property
     def customer_history(self) -> CustomerHistory | None:
@@ -649,6 +669,8 @@ def scenario_from_dict(
     scenario._open_leads = open_leads
     if isinstance(scenario.existing_customers, ExistingFile):
         scenario._customers = read_customers(base / scenario.existing_customers.file)
+    if scenario.posterior is not None:
+        scenario._posterior = read_posterior(scenario, base / scenario.posterior.file)
     problems = list(_check_pipeline_ages(scenario))
     if problems:
         raise InputError(label, problems)
@@ -680,6 +702,8 @@ def _fingerprint(scenario: Scenario) -> str:
         [lead.lead_id, lead.channel, lead.stage, lead.days_in_stage, lead.value]
         for lead in scenario.open_leads
     ]
+    if scenario.posterior_draws is not None:
+        body["posterior"] = {k: v.tolist() for k, v in scenario.posterior_draws.items()}
     history = scenario.customer_history
     if history is not None:
         body["customers"] = [
@@ -1145,6 +1169,63 @@ def _read_pipeline_file(s: Scenario, path: Path) -> tuple[OpenLead, ...]:
     if problems:
         raise InputError(source, problems)
     return tuple(leads)
+
+
+POSTERIOR_PARAMETERS = {
+    "bg_nbd": ("r", "alpha", "a", "b"),
+    "pareto_nbd": ("r", "alpha", "s", "beta"),
+}
+SPEND_PARAMETERS = ("p", "q", "gamma")
+
+
+def read_posterior(scenario: Scenario, path: Path) -> dict[str, np.ndarray]:
+    """The posterior draws (chains × draws flattened) of the repeat model's parameters.
+
+    Reads the ``posterior`` group of an ArviZ InferenceData netCDF file with xarray (no PyMC).
+    Gamma-Gamma parameters are read when the spend model is Gamma-Gamma and present.
+    """
+    source = str(path)
+    model = scenario.repeat
+    if model is None or model.model not in POSTERIOR_PARAMETERS:
+        raise InputError(
+            source, "posterior draws need a repeat section with model bg_nbd or pareto_nbd"
+        )
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(source, "posterior file not found (posterior -> file)") from None
+    except OSError as exc:
+        raise InputError(source, f"cannot read the posterior file: {exc}") from None
+    expected = scenario.posterior.sha256
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise InputError(
+            source,
+            "the file's sha256 is not the one the scenario names (posterior -> sha256): it "
+            "changed since the fit; refit, or update the hash",
+        )
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(path, group="posterior", engine="h5netcdf") as ds:
+            names = list(POSTERIOR_PARAMETERS[model.model])
+            if getattr(model.spend, "model", None) == "gamma_gamma" and "p" in ds:
+                names += list(SPEND_PARAMETERS)
+            missing = [n for n in names if n not in ds]
+            if missing:
+                raise InputError(
+                    source,
+                    f"the posterior group has no {', '.join(missing)}; expected the "
+                    f"{model.model} parameters {', '.join(names)}",
+                )
+            draws = {n: np.asarray(ds[n].values, dtype=float).reshape(-1) for n in names}
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            source, f"not a posterior netCDF file with a posterior group: {exc}"
+        ) from None
+    bad = [n for n, v in draws.items() if not (np.isfinite(v).all() and (v > 0).all())]
+    if bad:
+        raise InputError(source, f"posterior draws of {', '.join(bad)} must be finite and > 0")
+    return draws
 
 
 def read_customers(path: Path) -> CustomerHistory:

@@ -388,3 +388,57 @@ def staff_text(result: dict[str, Any]) -> str:
             f"\nNo team size tried keeps the mean wait under {result['max_wait_days']:g} days."
         )
     return "\n".join(out)
+
+
+def fit_text(result) -> str:
+    """The report of ``funnelsim fit --transactions``."""
+    e = result.estimates
+    out = [
+        f"Repeat purchases as of {e['as_of']}: {e['customers']:,} customers, "
+        f"{e['repeat_buyers']:,} with repeat purchases; rates per {e['unit']}",
+        "",
+    ]
+    rows = []
+    for model, block in e["models"].items():
+        for name, p in block["parameters"].items():
+            se = p.get("se")
+            posterior = (
+                f"{p['posterior_mean']:.4g} [{p['p5']:.4g}, {p['p95']:.4g}]"
+                if "posterior_mean" in p
+                else ""
+            )
+            rows.append(
+                [model, name, f"{p['mle']:.4g}", "n/a" if se is None else f"{se:.3g}", posterior]
+            )
+        rows.append([model, "log-likelihood", f"{block['loglik_at_mle']:,.2f}", "", ""])
+    out.append(
+        _table(["model", "parameter", "MLE", "se", "posterior mean [5%, 95%]"], rows, left=2)
+    )
+    out += ["", result.diagnostics]
+    if result.holdout is not None:
+        out += ["", holdout_text(result.holdout)]
+    return "\n".join(out)
+
+
+def holdout_text(h: dict[str, Any]) -> str:
+    """The holdout table: predicted against actual repeat purchases."""
+    out = [
+        f"Holdout {h['as_of']} to {h['until']} ({h['length']:.1f} {h['unit']}s), "
+        f"{h['model']} at its maximum-likelihood estimates:",
+        f"  repeat purchases: predicted {h['predicted_total']:,.0f}, actual "
+        f"{h['actual_total']:,.0f}; correlation over customers "
+        + ("n/a" if h["correlation"] is None else f"{h['correlation']:.3f}"),
+    ]
+    rows = [
+        [
+            g["frequency"],
+            number(g["customers"]),
+            "n/a" if g["actual_mean"] is None else f"{g['actual_mean']:.3f}",
+            "n/a" if g["predicted_mean"] is None else f"{g['predicted_mean']:.3f}",
+        ]
+        for g in h["by_frequency"]
+    ]
+    out.append(
+        _table(["repeat purchases before", "customers", "actual mean", "predicted mean"], rows)
+    )
+    return "\n".join(out)

@@ -233,3 +233,26 @@ def test_lifetime_value_cut_off_and_discounting():
     value = customer_value(scenario, compile_funnel(scenario))
     assert value["ltv_months"] == 24
     assert value["repeat_value_per_customer"] == pytest.approx(500 * 24)
+
+
+def test_conditional_expectation_stays_finite_for_heavy_buyers():
+    model = BGNBD.model_validate(CDNOW)
+    heavy = bg_nbd_conditional_purchases(model, 520, 600, 99, 100)
+    assert np.isfinite(heavy) and 0 < heavy < 600 * 520 / 100 * 2
+    # the rewritten form agrees with the textbook one where that one works
+    from scipy.special import hyp2f1
+
+    r, alpha, a, b = model.r, model.alpha, model.a, model.b
+    x, t_x, age, t = 5.0, 30.0, 39.0, 39.0
+    z = t / (alpha + age + t)
+    textbook = (
+        (a + b + x - 1)
+        / (a - 1)
+        * (
+            1
+            - ((alpha + age) / (alpha + age + t)) ** (r + x)
+            * hyp2f1(r + x, b + x, a + b + x - 1, z)
+        )
+    )
+    ours = bg_nbd_conditional_purchases(model, t, x, t_x, age) / bg_nbd_p_alive(model, x, t_x, age)
+    assert ours == pytest.approx(textbook, rel=1e-12)

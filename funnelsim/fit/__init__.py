@@ -1,0 +1,1 @@
+"""Fitting funnelsim models to a company's own history."""
