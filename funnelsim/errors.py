@@ -52,3 +52,17 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 def path_str(loc: Iterable[object]) -> str:
     """A field path as users read it: ``stages -> proposal -> next``."""
     return " -> ".join(str(part) for part in loc)
+
+
+def read_text(path, what: str, field: str = "") -> str:
+    """The text of an input file, or an InputError naming it: ``what`` says which file it
+    is (e.g. "pipeline file") and ``field`` where the scenario names it."""
+    from pathlib import Path
+
+    source = str(path)
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(source, f"{what} not found" + (f" ({field})" if field else "")) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(source, f"cannot read the {what}: {exc}") from None

@@ -38,7 +38,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from funnelsim.distributions import Distribution, _Dist
-from funnelsim.errors import InputError, Problem, did_you_mean, path_str
+from funnelsim.errors import InputError, Problem, did_you_mean, path_str, read_text
 from funnelsim.strict import Strict
 
 WON, LOST = "won", "lost"
@@ -627,12 +627,7 @@ def load_scenario(path: str | Path, overrides: Sequence[str] = ()) -> Scenario:
     Raises :class:`InputError` naming the file, field path, bad value and what was expected.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(str(path), "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(str(path), f"cannot read the file: {exc}") from None
+    text = read_text(path, "scenario file")
     data = parse_yaml(text, str(path))
     return scenario_from_dict(data, overrides=overrides, source=path)
 
@@ -1098,23 +1093,10 @@ def _resolve_pipeline(s: Scenario, base: Path, label: str) -> tuple[OpenLead, ..
 
 def _read_pipeline_file(s: Scenario, path: Path) -> tuple[OpenLead, ...]:
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(source, "pipeline file not found (pipeline -> file)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(source, f"cannot read the pipeline file: {exc}") from None
-    reader = csv.DictReader(io.StringIO(text))
-    required = ["lead_id", "channel", "stage", "days_in_stage"]
-    header = reader.fieldnames or []
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise InputError(
-            source,
-            f"missing column(s) {', '.join(missing)}; expected a header "
-            "lead_id,channel,stage,days_in_stage[,value] (found: "
-            f"{','.join(header) or 'nothing'})",
-        )
+    text = read_text(path, "pipeline file", "pipeline -> file")
+    reader, header = _csv_with_columns(
+        text, source, ["lead_id", "channel", "stage", "days_in_stage"], optional="value"
+    )
     problems: list[Problem] = []
     leads: list[OpenLead] = []
     seen: dict[str, int] = {}
@@ -1236,23 +1218,9 @@ def read_customers(path: Path) -> CustomerHistory:
     first purchase to the start date. ``funnelsim fit --transactions`` writes such files.
     """
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(source, "customers file not found (existing_customers -> file)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(source, f"cannot read the customers file: {exc}") from None
-    reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
+    text = read_text(path, "customers file", "existing_customers -> file")
     required = ["customer_id", "repeat_purchases", "recency_days", "age_days"]
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise InputError(
-            source,
-            f"missing column(s) {', '.join(missing)}; expected a header "
-            "customer_id,repeat_purchases,recency_days,age_days[,mean_spend] (found: "
-            f"{','.join(header) or 'nothing'})",
-        )
+    reader, header = _csv_with_columns(text, source, required, optional="mean_spend")
     problems: list[Problem] = []
     ids: list[str] = []
     columns: dict[str, list[float]] = {c: [] for c in required[1:] + ["mean_spend"]}
@@ -1295,6 +1263,23 @@ def read_customers(path: Path) -> CustomerHistory:
         customer_id=tuple(ids),
         **{name: np.asarray(values, dtype=float) for name, values in columns.items()},
     )
+
+
+def _csv_with_columns(
+    text: str, source: str, required: list[str], *, optional: str
+) -> tuple[csv.DictReader, list[str]]:
+    """A CSV reader over ``text`` whose header has the ``required`` columns, or an error
+    listing the ones missing and the columns found."""
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise InputError(
+            source,
+            f"missing column(s) {', '.join(missing)}; expected a header "
+            f"{','.join(required)}[,{optional}] (found: {','.join(header) or 'nothing'})",
+        )
+    return reader, header
 
 
 def _csv_number(raw: str | None, column: str, where: str, problems: list[Problem]) -> float | None:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from funnelsim.errors import InputError, Problem, did_you_mean
+from funnelsim.errors import InputError, Problem, did_you_mean, read_text
 
 COLUMNS = ("customer_id", "date", "amount")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -185,12 +185,7 @@ def _read_parquet(path: Path, source: str) -> pd.DataFrame:
 
 def _read_csv(path: Path, source: str) -> tuple[pd.DataFrame, np.ndarray, list[Problem]]:
     """Read every value as text; row numbers count the header as row 1, like a spreadsheet."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(source, "transaction log not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(source, f"cannot read the transaction log: {exc}") from None
+    text = read_text(path, "transaction log")
     if not text.strip():
         raise InputError(
             source,
