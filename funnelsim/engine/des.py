@@ -30,6 +30,7 @@ import contextlib
 import gc
 import heapq
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import simpy
@@ -69,6 +70,52 @@ def _fewer_collections():
         yield
     finally:
         gc.set_threshold(*before)
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Every stage entry and close of one replication's new leads, in time order.
+
+    ``stage`` is a stage index, ``won`` or ``lost`` (the funnel's codes); ``value`` is the
+    lead's deal value (currency). Leads are numbered in arrival order.
+    """
+
+    lead: np.ndarray
+    channel: np.ndarray
+    stage: np.ndarray
+    t: np.ndarray  # days from the start date
+    value: np.ndarray
+
+
+def trace(funnel: Funnel, rep_key: int) -> Trace:
+    """Simulate one replication (new leads only, no opening pipeline) and record what
+    every lead did: the history a CRM would hold (funnelsim's own engine as its source)."""
+    keys = np.array([rep_key], dtype=np.uint64)
+    inputs = draw_inputs(funnel, keys)
+    draws = StayDraws(funnel, inputs)
+    new = arrivals(funnel, keys, inputs.volume)
+    order = np.argsort(new.t, kind="stable")
+    tally = Tally.zeros(
+        1,
+        funnel.calendar.periods,
+        len(funnel.channels),
+        len(funnel.stages),
+        team=funnel.team is not None,
+    )
+    run = _Replication(funnel, draws, tally, 0)
+    run.events = []
+    with _fewer_collections():
+        run.add_arrivals(new.take(order))
+        run.run()
+    events = sorted(run.events, key=lambda e: (e[2], e[0]))
+    lead = np.array([e[0] for e in events], dtype=np.int64)
+    return Trace(
+        lead=lead,
+        channel=np.asarray(run.channel, dtype=np.int64)[lead],
+        stage=np.array([e[1] for e in events], dtype=np.int64),
+        t=np.array([e[2] for e in events]),
+        value=np.asarray(run.value)[lead],
+    )
 
 
 def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
@@ -183,6 +230,7 @@ class _Replication:
         self.first_days: list[float] = []
         self.visits: dict[tuple[int, int], int] = {}
         self.loops = funnel.has_loops
+        self.events: list[tuple[int, int, float]] | None = None  # set by trace()
         self.won_leads: list[tuple[int, float]] | None = [] if funnel.repeat is not None else None
         self.team = funnel.team
         if self.team is not None:
@@ -257,6 +305,8 @@ class _Replication:
             p = bisect.bisect_right(self.inner_edges, t)
             self.by_stage["entered"][p][s] += 1
             self.by_stage["stay_days"][p][s] += days
+            if self.events is not None:
+                self.events.append((i, s, t))
             target = self._settle(i, s, slot, days, t)
             if target < 0:
                 return
@@ -285,6 +335,8 @@ class _Replication:
         return target
 
     def _close(self, i: int, target: int, t: float, p: int) -> None:
+        if self.events is not None:
+            self.events.append((i, target, t))
         c = self.channel[i]
         counts = self.by_channel
         if target == self.won_code:
@@ -413,6 +465,8 @@ class _Replication:
         self.started[period][s] += 1
         if opening is None:
             self.by_stage["entered"][period][s] += 1
+            if self.events is not None:
+                self.events.append((i, s, now))
             u, by_slot, patience = self._team_draws(i, s, visit)
             drawn = (u, by_slot)
         else:
@@ -540,6 +594,8 @@ class _Replication:
         self.wait_ended[p][s] += 1
         self.by_stage["cold"][p][s] += 1
         self.by_channel["lost"][p][self.channel[i]] += 1
+        if self.events is not None:
+            self.events.append((i, self.lost_code, now))
         if not wait.opening:
             stage = self.by_stage
             stage["wait_days"][wait.period][s] += now - wait.since
