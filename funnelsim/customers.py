@@ -34,6 +34,7 @@ from funnelsim.distributions import standard_gamma
 from funnelsim.scenario import (
     BGNBD,
     DAYS_PER_UNIT,
+    POSTERIOR_PARAMETERS,
     BetaChurn,
     GammaGammaSpend,
     ParetoNBD,
@@ -465,13 +466,13 @@ def _replication_models(funnel, rep_keys: np.ndarray) -> list | None:
     if draws is None:
         return None
     model = funnel.repeat
-    size = next(iter(draws.values())).size
-    u = streams.uniform(rep_keys, streams.salt(REPEAT, 0x706F7374))  # "post"
-    picks = np.minimum((u * size).astype(np.int64), size - 1)
+    names = POSTERIOR_PARAMETERS.get(model.model)
+    if names is None or names[0] not in draws:
+        return None
+    picks = streams.posterior_pick(rep_keys, draws[names[0]].size)
     models = []
     for j in picks.tolist():
-        counts = {k: float(v[j]) for k, v in draws.items() if k not in ("p", "q", "gamma")}
-        update = dict(counts)
+        update = {k: float(draws[k][j]) for k in names}
         if "p" in draws and isinstance(model.spend, GammaGammaSpend):
             spend = model.spend.model_copy(
                 update={k: float(draws[k][j]) for k in ("p", "q", "gamma")}

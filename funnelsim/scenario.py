@@ -1161,17 +1161,16 @@ SPEND_PARAMETERS = ("p", "q", "gamma")
 
 
 def read_posterior(scenario: Scenario, path: Path) -> dict[str, np.ndarray]:
-    """The posterior draws (chains × draws flattened) of the repeat model's parameters.
+    """Every scalar variable of the posterior, its draws (chains × draws) flattened.
 
     Reads the ``posterior`` group of an ArviZ InferenceData netCDF file with xarray (no PyMC).
-    Gamma-Gamma parameters are read when the spend model is Gamma-Gamma and present.
+    With a bg_nbd or pareto_nbd repeat model its parameters must be there (and Gamma-Gamma's
+    are used when present); the funnel's fitted parameters (named ``p__<stage>__<channel>__
+    <outcome>``, ``duration__<stage>__<outcome>__<parameter>``, ``value__<channel>__
+    <parameter>``, ``arrivals__<channel>__<parameter>``) are checked against the funnel
+    when it is compiled.
     """
     source = str(path)
-    model = scenario.repeat
-    if model is None or model.model not in POSTERIOR_PARAMETERS:
-        raise InputError(
-            source, "posterior draws need a repeat section with model bg_nbd or pareto_nbd"
-        )
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -1189,24 +1188,28 @@ def read_posterior(scenario: Scenario, path: Path) -> dict[str, np.ndarray]:
 
     try:
         with xr.open_dataset(path, group="posterior", engine="h5netcdf") as ds:
-            names = list(POSTERIOR_PARAMETERS[model.model])
-            if getattr(model.spend, "model", None) == "gamma_gamma" and "p" in ds:
-                names += list(SPEND_PARAMETERS)
-            missing = [n for n in names if n not in ds]
-            if missing:
-                raise InputError(
-                    source,
-                    f"the posterior group has no {', '.join(missing)}; expected the "
-                    f"{model.model} parameters {', '.join(names)}",
-                )
-            draws = {n: np.asarray(ds[n].values, dtype=float).reshape(-1) for n in names}
+            draws = {
+                str(name): np.asarray(var.values, dtype=float).reshape(-1)
+                for name, var in ds.data_vars.items()
+                if set(var.dims) <= {"chain", "draw"}
+            }
     except (OSError, ValueError) as exc:
         raise InputError(
             source, f"not a posterior netCDF file with a posterior group: {exc}"
         ) from None
-    bad = [n for n, v in draws.items() if not (np.isfinite(v).all() and (v > 0).all())]
+    model = scenario.repeat
+    if model is not None and model.model in POSTERIOR_PARAMETERS:
+        names = list(POSTERIOR_PARAMETERS[model.model])
+        missing = [n for n in names if n not in draws]
+        if missing:
+            raise InputError(
+                source,
+                f"the posterior group has no {', '.join(missing)}; expected the "
+                f"{model.model} parameters {', '.join(names)}",
+            )
+    bad = [n for n, v in draws.items() if not np.isfinite(v).all()]
     if bad:
-        raise InputError(source, f"posterior draws of {', '.join(bad)} must be finite and > 0")
+        raise InputError(source, f"posterior draws of {', '.join(bad[:5])} must be finite")
     return draws
 
 

@@ -117,3 +117,13 @@ def salts(purpose: int, parts: np.ndarray, index: int = 0) -> np.ndarray:
     parts = np.asarray(parts, dtype=np.uint64)
     first = mix(np.bitwise_xor(parts, np.uint64((purpose << 56) & _MASK)))
     return mix(np.bitwise_xor(first, np.uint64((index * _GOLDEN) & _MASK)))
+
+
+_PICK = salt(9, 0x706F7374)  # "post": which posterior draw a replication takes
+
+
+def posterior_pick(rep_keys: np.ndarray, size: int) -> np.ndarray:
+    """The posterior draw each replication takes (one of ``size``): one per replication,
+    from its own stream, the same for every part of the model (a joint draw)."""
+    u = uniform(rep_keys, _PICK)
+    return np.minimum((u * size).astype(np.int64), size - 1)

@@ -74,8 +74,9 @@ def test_more_leads_keep_the_existing_leads():
     from funnelsim.engine.common import arrivals
 
     volume = np.array([[200.0, 30.0]] * 4)
-    few = arrivals(funnel, keys, volume)
-    many = arrivals(funnel, keys, volume * 1.2)
+    rates = volume[:, :, None] * funnel.daily_rate[None, :, :]
+    few = arrivals(funnel, keys, rates)
+    many = arrivals(funnel, keys, rates * 1.2)
     assert len(many) > len(few)
     assert set(few.key.tolist()) <= set(many.key.tolist())
 

@@ -13,13 +13,14 @@ open(p) = open(p−1) + entered(p) − left(p) holds exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from funnelsim import streams
 from funnelsim.distributions import standard_gamma
 from funnelsim.funnel import Funnel
+from funnelsim.scenario import DAYS_PER_MONTH
 
 
 @dataclass
@@ -123,6 +124,12 @@ class Inputs:
 
     volume: np.ndarray  # (R, C) leads_per_month base of each channel
     probs: tuple[np.ndarray, ...]  # per stage: (R, C, K) outcome probabilities
+    rates: np.ndarray  # (R, C, P) expected new leads per day in each period
+    # from posterior draws: a distribution per replication for a stage's duration
+    # distribution g, {(stage, g): [dist of replication 0, 1, ...]}, and deal values
+    # per replication and channel
+    durations: dict[tuple[int, int], list] = field(default_factory=dict)
+    deal_values: list[list] | None = None
 
 
 def draw_inputs(funnel: Funnel, rep_keys: np.ndarray) -> Inputs:
@@ -149,7 +156,79 @@ def draw_inputs(funnel: Funnel, rep_keys: np.ndarray) -> Inputs:
             g /= g.sum(axis=1, keepdims=True)
             p[:, table.source_of == index, :] = g[:, None, :]
         probs.append(p)
-    return Inputs(volume=volume, probs=tuple(probs))
+    rates = volume[:, :, None] * funnel.daily_rate[None, :, :]
+    inputs = Inputs(volume=volume, probs=tuple(probs), rates=rates)
+    if funnel.posterior is not None:
+        _posterior_inputs(funnel, rep_keys, inputs)
+    return inputs
+
+
+def _posterior_inputs(funnel: Funnel, rep_keys: np.ndarray, inputs: Inputs) -> None:
+    """Replace the inputs the posterior has draws of by each replication's joint draw:
+    outcome probabilities, duration and deal-value parameters, and arrivals."""
+    post = funnel.posterior
+    size = next(iter(post.values())).size
+    pick = streams.posterior_pick(rep_keys, size)
+    stages, channels = funnel.stages, funnel.channels
+    for t, probs in zip(funnel.tables, inputs.probs, strict=True):
+        names = [funnel.target_name(int(code)) for code in t.targets]
+        for c, channel in enumerate(channels):
+            keys = [f"p__{stages[t.index]}__{channel}__{n}" for n in names]
+            if any(k in post for k in keys):
+                drawn = np.stack([post.get(k, np.zeros(size))[pick] for k in keys], axis=1)
+                probs[:, c, :] = drawn / drawn.sum(axis=1, keepdims=True)
+        for g, dist in enumerate(t.dists):
+            for _c, k in zip(*np.nonzero(t.dist_of == g), strict=True):
+                prefix = f"duration__{stages[t.index]}__{names[k]}__"
+                params = _params(post, prefix, dist, pick)
+                if params is not None:
+                    inputs.durations[(t.index, g)] = [dist.model_copy(update=u) for u in params]
+                    break
+    deal = [[d] * len(rep_keys) for d in funnel.deal_value]
+    found = False
+    for c, channel in enumerate(channels):
+        params = _params(post, f"value__{channel}__", funnel.deal_value[c], pick)
+        if params is not None:
+            deal[c] = [funnel.deal_value[c].model_copy(update=u) for u in params]
+            found = True
+    if found:
+        inputs.deal_values = [list(per_rep) for per_rep in zip(*deal, strict=True)]
+    cal = funnel.calendar
+    for c, channel in enumerate(channels):
+        prefix = f"arrivals__{channel}__"
+        if prefix + "leads_per_month" not in post:
+            continue
+        base = post[prefix + "leads_per_month"][pick]
+        growth = post.get(prefix + "growth_per_month", np.zeros(size))[pick]
+        season = np.ones((len(rep_keys), 12))
+        for m in range(12):
+            if f"{prefix}season_{m + 1}" in post:
+                season[:, m] = post[f"{prefix}season_{m + 1}"][pick]
+        rate = (
+            base[:, None]
+            * season[:, cal.calendar_month - 1]
+            * (1.0 + growth[:, None]) ** cal.months_from_start[None, :]
+            / DAYS_PER_MONTH
+        )
+        if prefix + "k" in post:  # negative binomial months: a gamma multiplier each
+            k = post[prefix + "k"][pick]
+            keys = streams.derive(
+                rep_keys, streams.salt(streams.INPUT, int(funnel.channel_ids[c]), 7)
+            )
+            for r in range(len(rep_keys)):
+                month_keys = streams.indexed(keys[r : r + 1], np.arange(cal.periods))
+                rate[r] *= standard_gamma(k[r], month_keys) / k[r]
+        inputs.rates[:, c, :] = rate
+        inputs.volume[:, c] = base
+
+
+def _params(post: dict, prefix: str, dist, pick: np.ndarray) -> list[dict] | None:
+    """Per replication, the parameters of ``dist`` the posterior has draws of (by field)."""
+    fields_ = [f for f in type(dist).model_fields if f != "dist" and prefix + f in post]
+    if not fields_:
+        return None
+    values = {f: post[prefix + f][pick] for f in fields_}
+    return [{f: float(values[f][r]) for f in fields_} for r in range(pick.size)]
 
 
 # ------------------------------------------------------------------ arrivals
@@ -174,7 +253,7 @@ class Leads:
         )
 
 
-def arrivals(funnel: Funnel, rep_keys: np.ndarray, volume: np.ndarray) -> Leads:
+def arrivals(funnel: Funnel, rep_keys: np.ndarray, rates: np.ndarray) -> Leads:
     """New leads: a Poisson process per channel, rate constant within each period.
 
     In period p of channel c, lead j arrives at ``edges[p] + Γ_j / rate`` with Γ_j the
@@ -187,7 +266,7 @@ def arrivals(funnel: Funnel, rep_keys: np.ndarray, volume: np.ndarray) -> Leads:
     parts = []
     for c in range(len(funnel.channels)):
         for p in range(cal.periods):
-            rate = volume[:, c] * funnel.daily_rate[c, p]
+            rate = rates[:, c, p]
             expected = rate * (cal.edges[p + 1] - cal.edges[p])
             if not (expected > 0).any():
                 continue
@@ -324,6 +403,12 @@ class StayDraws:
     def duration(self, stage: int, slot, cell, key, visit=None) -> np.ndarray:
         """Days in the stage for each stay, from the outcome's distribution."""
         keys = np.bitwise_xor(key, self.salt(streams.DURATION, stage, visit))
+        if self.inputs.durations:
+            ids = self.funnel.tables[stage].dist_of[cell % self.channels, slot]
+            out = np.empty(key.size)
+            for g, m in _groups(ids, len(self.funnel.tables[stage].dists)):
+                out[m] = self._draw(stage, g, keys[m], np.asarray(cell)[m] // self.channels)
+            return out
         how = self._durations[stage]
         if how[0] == "one":
             return how[1].draw(keys)
@@ -337,6 +422,19 @@ class StayDraws:
                 out[m] = how[2][g].draw(keys[m])
         return out
 
+    def _dist(self, stage: int, g: int, rep: int):
+        """Distribution g of a stage in replication ``rep`` (its posterior draw, if any)."""
+        per_rep = self.inputs.durations.get((stage, g))
+        return self.funnel.tables[stage].dists[g] if per_rep is None else per_rep[rep]
+
+    def _draw(self, stage: int, g: int, keys: np.ndarray, reps: np.ndarray) -> np.ndarray:
+        if (stage, g) not in self.inputs.durations:
+            return self.funnel.tables[stage].dists[g].draw(keys)
+        out = np.empty(keys.size)
+        for rep, m in _groups(reps, len(self.inputs.durations[(stage, g)])):
+            out[m] = self._dist(stage, g, rep).draw(keys[m])
+        return out
+
     def opening(self, stage: int, leads: Leads, age: np.ndarray):
         """Outcome slot and remaining days of the opening stays of pipeline leads in a stage.
 
@@ -348,11 +446,13 @@ class StayDraws:
         weights = self.inputs.probs[stage][leads.rep, leads.channel].copy()
         aged = age > 0
         ids = table.dist_of[leads.channel]  # (n, K)
-        for g, dist in enumerate(table.dists):
+        for g in range(len(table.dists)):
             m = aged[:, None] & (ids == g)
             if m.any():
                 rows, cols = np.nonzero(m)
-                weights[rows, cols] *= dist.sf(age[rows])
+                for rep, mm in _groups(leads.rep[rows], self.inputs.volume.shape[0]):
+                    r, k = rows[mm], cols[mm]
+                    weights[r, k] *= self._dist(stage, g, rep).sf(age[r])
         cum = np.cumsum(weights, axis=1)
         cum /= cum[:, -1:]
         slot = (u[:, None] > cum[:, :-1]).sum(axis=1)
@@ -363,17 +463,26 @@ class StayDraws:
         days = np.empty(slot.size)
         for g, m in _groups(chosen, len(table.dists)):
             index = np.arange(slot.size)[m]
-            old = aged[index]
-            days[index[old]] = table.dists[g].residual(keys[index[old]], age[index[old]])
-            days[index[~old]] = table.dists[g].draw(keys[index[~old]])
+            for rep, mm in _groups(leads.rep[index], self.inputs.volume.shape[0]):
+                at = index[mm]
+                dist = self._dist(stage, g, rep)
+                old, new = at[aged[at]], at[~aged[at]]
+                days[old] = dist.residual(keys[old], age[old])
+                days[new] = dist.draw(keys[new])
         return slot, np.maximum(days, 0.0)
 
-    def deal_value(self, channel: np.ndarray, key: np.ndarray) -> np.ndarray:
-        """Value of each won deal (currency)."""
+    def deal_value(self, cell: np.ndarray, key: np.ndarray) -> np.ndarray:
+        """Value of each won deal (currency); ``cell`` = replication × channels + channel."""
         keys = np.bitwise_xor(key, _DEAL)
         out = np.empty(key.size)
-        for c, m in _groups(channel, len(self.funnel.channels)):
-            out[m] = self.funnel.deal_value[c].draw(keys[m])
+        per_rep = self.inputs.deal_values
+        if per_rep is None:
+            for c, m in _groups(cell % self.channels, self.channels):
+                out[m] = self.funnel.deal_value[c].draw(keys[m])
+            return out
+        for code, m in _groups(cell, len(per_rep) * self.channels):
+            rep, c = divmod(code, self.channels)
+            out[m] = per_rep[rep][c].draw(keys[m])
         return out
 
 

@@ -93,7 +93,7 @@ def trace(funnel: Funnel, rep_key: int) -> Trace:
     keys = np.array([rep_key], dtype=np.uint64)
     inputs = draw_inputs(funnel, keys)
     draws = StayDraws(funnel, inputs)
-    new = arrivals(funnel, keys, inputs.volume)
+    new = arrivals(funnel, keys, inputs.rates)
     order = np.argsort(new.t, kind="stable")
     tally = Tally.zeros(
         1,
@@ -125,7 +125,7 @@ def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
     tally = Tally.zeros(reps, cal.periods, n_channels, n_stages, team=funnel.team is not None)
     inputs = draw_inputs(funnel, rep_keys)
     draws = StayDraws(funnel, inputs)
-    new = arrivals(funnel, rep_keys, inputs.volume)
+    new = arrivals(funnel, rep_keys, inputs.rates)
     opening, entry = opening_leads(funnel, rep_keys)
     open_stage = funnel.open_stage[entry]
     open_slot = np.zeros(len(opening), dtype=np.intp)
@@ -242,7 +242,7 @@ class _Replication:
         start = len(self.channel)
         n = len(leads)
         self.channel.extend(leads.channel.tolist())
-        deal = self.draws.deal_value(leads.channel, leads.key)
+        deal = self.draws.deal_value(leads.rep * self.draws.channels + leads.channel, leads.key)
         self.value.extend(np.where(np.isnan(value), deal, value).tolist())
         slots = np.zeros((n, self.n_stages), dtype=np.int64)
         days = np.zeros((n, self.n_stages))

@@ -144,12 +144,12 @@ class _Run:
         where = rc * self.periods + period
         key = stays.key[index]
         if stays.value is None:
-            value = self.draws.deal_value(rc % self.channels, key)
+            value = self.draws.deal_value(rc, key)
         else:
             value = stays.value[index]
             unknown = np.isnan(value)
             if unknown.any():
-                value[unknown] = self.draws.deal_value(rc[unknown] % self.channels, key[unknown])
+                value[unknown] = self.draws.deal_value(rc[unknown], key[unknown])
         _add(self.revenue, where, value)
         if self.funnel.repeat is not None:
             self.won_parts.append((rc, closed_at, key))
@@ -220,7 +220,7 @@ def simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
         )
         run.settle(s, stays, slot, days, opening=True)
 
-    new = arrivals(funnel, rep_keys, inputs.volume)
+    new = arrivals(funnel, rep_keys, inputs.rates)
     rc = new.rep * n_channels + new.channel
     _add(run.leads, rc * funnel.calendar.periods + new.period)
     value = np.full(len(new), np.nan) if run.known_values else None
