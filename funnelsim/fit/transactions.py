@@ -71,6 +71,90 @@ def fit_transactions(
     currency: str = "USD",
 ) -> FitResult:
     """Fit the repeat-purchase models to a transaction log and write the outputs."""
+    part = fit_repeat(
+        path,
+        as_of=as_of,
+        model=model,
+        unit=unit,
+        columns=columns,
+        lenient=lenient,
+        allow_zero_amounts=allow_zero_amounts,
+        allow_duplicates=allow_duplicates,
+        holdout_until=holdout_until,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        seed=seed,
+        cores=cores,
+    )
+    out_dir = Path(out_dir)
+    posterior_bytes = netcdf_bytes(part.idata, out_dir)
+    sha = hashlib.sha256(posterior_bytes).hexdigest()
+    scenario = "\n".join(
+        [
+            *_header(part, sha),
+            *_placeholder_funnel(part, months, currency),
+            *repeat_section(part),
+            f"posterior: {{file: posterior.nc, sha256: {sha}}}",
+            "",
+        ]
+    )
+    files: dict[str, Any] = {
+        "estimates.json": json.dumps(part.estimates, indent=2, allow_nan=False) + "\n",
+        "diagnostics.txt": part.diagnostics + "\n",
+        "posterior.nc": lambda p: p.write_bytes(posterior_bytes),
+        "customers.csv": lambda p: io.write_customers_csv(part.summary, p),
+        "scenario.yaml": scenario,
+    }
+    if part.holdout is not None:
+        files["holdout.json"] = json.dumps(part.holdout, indent=2, allow_nan=False) + "\n"
+    written = write_atomically(out_dir, files)
+    return FitResult(
+        part.estimates,
+        part.diagnostics,
+        part.ok,
+        part.holdout,
+        written,
+        skipped=part.tx.skipped,
+        skipped_reasons=dict(part.tx.skipped_reasons),
+        dropped_customers=part.summary.dropped_customers,
+    )
+
+
+@dataclass
+class RepeatFit:
+    """The repeat-purchase part of a fit, before anything is written."""
+
+    tx: Any
+    summary: Any
+    model: str
+    unit: str
+    estimates: dict[str, Any]
+    idata: Any
+    diagnostics: str
+    ok: bool
+    holdout: dict[str, Any] | None
+    with_spend: bool
+
+
+def fit_repeat(
+    path,
+    *,
+    as_of=None,
+    model="bg_nbd",
+    unit="week",
+    columns=None,
+    lenient=False,
+    allow_zero_amounts=False,
+    allow_duplicates=False,
+    holdout_until=None,
+    draws=1000,
+    tune=1000,
+    chains=4,
+    seed=1,
+    cores=None,
+) -> RepeatFit:
+    """Read the log, fit every model by maximum likelihood and the chosen one by NUTS."""
     tx = io.read_transactions(
         path,
         columns=columns,
@@ -83,45 +167,26 @@ def fit_transactions(
     x = summary.x.astype(float)
     t_x, age = summary.t_x_days / scale, summary.T_days / scale
     spend = summary.mean_spend
-    counts = {"bg_nbd": mle.fit_bg_nbd(x, t_x, age), "pareto_nbd": mle.fit_pareto_nbd(x, t_x, age)}
-    buyers = x > 0
-    spend_fit = mle.fit_gamma_gamma(x, spend) if buyers.sum() >= 3 else None
-
-    idata = _sample(model, x, t_x, age, spend, spend_fit, draws, tune, chains, seed, cores)
-    diagnostics, ok = _diagnostics(idata)
+    counts = {
+        "bg_nbd": mle.fit_bg_nbd(x, t_x, age),
+        "pareto_nbd": mle.fit_pareto_nbd(x, t_x, age),
+    }
+    # Gamma-Gamma: repeat buyers with a positive mean spend (free repeat orders say nothing
+    # about spend); the others count as non-buyers for it
+    spend_x = np.where((x > 0) & (np.nan_to_num(spend) > 0), x, 0.0)
+    spend_fit = mle.fit_gamma_gamma(spend_x, spend) if (spend_x > 0).sum() >= 3 else None
+    idata = _sample(model, x, t_x, age, spend_x, spend, spend_fit, draws, tune, chains, seed, cores)
+    diagnostics, ok = diagnose(idata.posterior, idata)
     estimates = _estimates(counts, model, spend_fit, idata, summary, unit)
     holdout = None
     if holdout_until is not None:
         holdout = holdout_check(tx, summary, counts[model], model, unit, holdout_until)
-
-    out_dir = Path(out_dir)
-    posterior_bytes = _netcdf_bytes(idata, out_dir)
-    sha = hashlib.sha256(posterior_bytes).hexdigest()
-    files: dict[str, Any] = {
-        "estimates.json": json.dumps(estimates, indent=2, allow_nan=False) + "\n",
-        "diagnostics.txt": diagnostics + "\n",
-        "posterior.nc": lambda p: p.write_bytes(posterior_bytes),
-        "customers.csv": lambda p: io.write_customers_csv(summary, p),
-        "scenario.yaml": _scenario_text(
-            estimates, model, unit, summary, tx, sha, months, currency, spend_fit is not None
-        ),
-    }
-    if holdout is not None:
-        files["holdout.json"] = json.dumps(holdout, indent=2, allow_nan=False) + "\n"
-    written = write_atomically(out_dir, files)
-    return FitResult(
-        estimates,
-        diagnostics,
-        ok,
-        holdout,
-        written,
-        skipped=tx.skipped,
-        skipped_reasons=dict(tx.skipped_reasons),
-        dropped_customers=summary.dropped_customers,
+    return RepeatFit(
+        tx, summary, model, unit, estimates, idata, diagnostics, ok, holdout, spend_fit is not None
     )
 
 
-def _sample(model, x, t_x, age, spend, spend_fit, draws, tune, chains, seed, cores):
+def _sample(model, x, t_x, age, spend_x, spend, spend_fit, draws, tune, chains, seed, cores):
     """NUTS for the count model and (independently) Gamma-Gamma, merged into one posterior
     whose (chain, draw) pairs are joint draws of all the parameters."""
     import os
@@ -136,7 +201,7 @@ def _sample(model, x, t_x, age, spend, spend_fit, draws, tune, chains, seed, cor
     counts = bayes.sample(bayes.count_model(model, x, t_x, age), **options)
     if spend_fit is None:
         return counts
-    spend_idata = bayes.sample(bayes.spend_model(x, spend), **{**options, "seed": seed + 1})
+    spend_idata = bayes.sample(bayes.spend_model(spend_x, spend), **{**options, "seed": seed + 1})
     posterior = xr.merge([counts.posterior, spend_idata.posterior])
     stats = xr.concat(
         [counts.sample_stats[["diverging"]], spend_idata.sample_stats[["diverging"]]],
@@ -145,21 +210,24 @@ def _sample(model, x, t_x, age, spend, spend_fit, draws, tune, chains, seed, cor
     return az.InferenceData(posterior=posterior, sample_stats=stats)
 
 
-def _diagnostics(idata) -> tuple[str, bool]:
+def diagnose(posterior, idata) -> tuple[str, bool]:
+    """R-hat, bulk ESS and divergences of the posterior's variables, and whether they pass
+    (R-hat <= 1.01, ESS >= 400, no divergences)."""
     import arviz as az
 
-    rhat = az.rhat(idata)
-    ess = az.ess(idata, method="bulk")
-    divergent = int(idata.sample_stats["diverging"].sum()) if "sample_stats" in idata else 0
-    lines = ["parameter     r_hat   ess_bulk"]
+    rhat = az.rhat(posterior)
+    ess = az.ess(posterior, method="bulk")
+    stats = getattr(idata, "sample_stats", None)
+    divergent = int(stats["diverging"].sum()) if stats is not None else 0
+    lines = ["parameter" + " " * 40 + "r_hat   ess_bulk"]
     ok = divergent == 0
-    for name in idata.posterior.data_vars:
+    for name in posterior.data_vars:
         r, e = float(rhat[name]), float(ess[name])
         flag = ""
-        if r > RHAT_MAX or e < ESS_MIN:
+        if not (r <= RHAT_MAX and e >= ESS_MIN):
             ok = False
             flag = "  <- poor"
-        lines.append(f"{name:<12}{r:>7.3f}{e:>11.0f}{flag}")
+        lines.append(f"{name:<49}{r:>5.3f}{e:>11.0f}{flag}")
     lines.append(f"divergent transitions: {divergent}")
     verdict = (
         "diagnostics good: R-hat <= 1.01, ESS >= 400, no divergences"
@@ -210,7 +278,7 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def _netcdf_bytes(idata, out_dir: Path) -> bytes:
+def netcdf_bytes(idata, out_dir: Path) -> bytes:
     """The InferenceData as netCDF bytes (written through a temporary file)."""
     import tempfile
 
@@ -220,27 +288,27 @@ def _netcdf_bytes(idata, out_dir: Path) -> bytes:
         return Path(handle.name).read_bytes()
 
 
-def _scenario_text(estimates, model, unit, summary, tx, sha, months, currency, with_spend) -> str:
-    fitted = estimates["models"][model]["parameters"]
-
-    def value(name: str, params=fitted) -> str:
-        entry = params[name]
-        return f"{entry.get('posterior_mean', entry['mle']):.6g}"
-
-    start = summary.as_of + timedelta(days=1)
-    first = _first_purchase_mean(tx)
-    lines = [
+def _header(part: RepeatFit, sha: str) -> list[str]:
+    e = part.estimates
+    return [
         "# funnelsim scenario written by `funnelsim fit --transactions`.",
-        f"# Repeat purchases fitted to {Path(tx.source).name} as of {summary.as_of} "
-        f"({estimates['customers']:,} customers, {estimates['repeat_buyers']:,} repeat buyers).",
+        f"# Repeat purchases fitted to {Path(part.tx.source).name} as of {part.summary.as_of} "
+        f"({e['customers']:,} customers, {e['repeat_buyers']:,} repeat buyers).",
         "# The repeat section holds posterior means; each replication of `funnelsim run`",
         "# instead draws one joint sample from posterior.nc (so the forecast carries the",
         "# parameters' uncertainty). The existing customers are simulated from their own",
         "# histories (customers.csv). The funnel below is a placeholder that brings no new",
         "# leads: replace it with your own (or fit it from your CRM with --events).",
         "",
+    ]
+
+
+def _placeholder_funnel(part: RepeatFit, months: int, currency: str) -> list[str]:
+    start = part.summary.as_of + timedelta(days=1)
+    first = _first_purchase_mean(part.tx)
+    return [
         "version: 1",
-        f"name: Repeat purchases fitted as of {summary.as_of}",
+        f"name: Repeat purchases fitted as of {part.summary.as_of}",
         f"start: {start.isoformat()}            # the day after the calibration period",
         f"months: {months}",
         "replications: 1000",
@@ -251,28 +319,39 @@ def _scenario_text(estimates, model, unit, summary, tx, sha, months, currency, w
         "stages:",
         "  first_purchase: {duration: 0, next: {won: 1.0}}",
         f"deal_value: {first:.2f}                 # mean first purchase in the log",
+    ]
+
+
+def repeat_section(part: RepeatFit) -> list[str]:
+    """The scenario's ``repeat`` (posterior means) and ``existing_customers`` lines."""
+    model = part.model
+    fitted = part.estimates["models"][model]["parameters"]
+
+    def value(name: str, params=fitted) -> str:
+        entry = params[name]
+        return f"{entry.get('posterior_mean', entry['mle']):.6g}"
+
+    lines = [
         "repeat:",
         f"  model: {model}",
-        f"  unit: {unit}                 # the time unit of r, alpha"
+        f"  unit: {part.unit}                 # the time unit of r, alpha"
         + (", s, beta" if model == "pareto_nbd" else ""),
     ]
     for name in ("r", "alpha", "a", "b") if model == "bg_nbd" else ("r", "alpha", "s", "beta"):
         lines.append(f"  {name}: {value(name)}")
-    if with_spend:
-        spend = estimates["models"]["gamma_gamma"]["parameters"]
+    if part.with_spend:
+        spend = part.estimates["models"]["gamma_gamma"]["parameters"]
         lines.append(
             "  spend: {model: gamma_gamma, "
             + ", ".join(f"{n}: {value(n, spend)}" for n in ("p", "q", "gamma"))
             + "}"
         )
     else:
-        lines.append(f"  spend: {first:.2f}   # too few repeat buyers to fit Gamma-Gamma")
-    lines += [
-        "existing_customers: {file: customers.csv}",
-        f"posterior: {{file: posterior.nc, sha256: {sha}}}",
-        "",
-    ]
-    return "\n".join(lines)
+        lines.append(
+            f"  spend: {_first_purchase_mean(part.tx):.2f}   # too few repeat buyers to fit"
+        )
+    lines.append("existing_customers: {file: customers.csv}")
+    return lines
 
 
 def _first_purchase_mean(tx) -> float:
