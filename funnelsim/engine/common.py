@@ -178,8 +178,9 @@ def _posterior_inputs(funnel: Funnel, rep_keys: np.ndarray, inputs: Inputs) -> N
                 drawn = np.stack([post.get(k, np.zeros(size))[pick] for k in keys], axis=1)
                 probs[:, c, :] = drawn / drawn.sum(axis=1, keepdims=True)
         for g, dist in enumerate(t.dists):
-            for _c, k in zip(*np.nonzero(t.dist_of == g), strict=True):
-                prefix = f"duration__{stages[t.index]}__{names[k]}__"
+            labels = [names[k] for _c, k in zip(*np.nonzero(t.dist_of == g), strict=True)]
+            for label in [*labels, "all"]:  # per outcome, or one for the stage
+                prefix = f"duration__{stages[t.index]}__{label}__"
                 params = _params(post, prefix, dist, pick)
                 if params is not None:
                     inputs.durations[(t.index, g)] = [dist.model_copy(update=u) for u in params]
