@@ -259,35 +259,53 @@ _day = click.DateTime(formats=["%Y-%m-%d"])
 
 @main.command()
 @click.option(
+    "--events",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CRM stage history: lead_id,channel,stage,entered_at[,value], one row per stage "
+    "entered, terminal stages 'won' (with the value) and 'lost' (CSV or Parquet).",
+)
+@click.option(
+    "--stages",
+    metavar="A,B,C",
+    help="With --events: the funnel's stages in order (default: as the history shows them); "
+    "a stage not listed is an error.",
+)
+@click.option(
     "--transactions",
     type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
     help="Transaction log: customer_id,date,amount (CSV or Parquet).",
 )
 @click.option(
     "--columns",
     metavar="NAME=COLUMN,...",
-    help="Map the log's column names, e.g. customer_id=Client,date=Order Date,amount=Total.",
+    help="Map the files' column names, e.g. lead_id=Deal ID,entered_at=Changed or "
+    "customer_id=Client,date=Order Date,amount=Total.",
 )
-@click.option("--as-of", type=_day, help="End of the calibration period (default: the last day).")
+@click.option(
+    "--as-of",
+    type=_day,
+    help="End of the history used; later rows are held out (default: the last day).",
+)
 @click.option(
     "--model",
     type=click.Choice(["bg_nbd", "pareto_nbd"]),
     default="bg_nbd",
     show_default=True,
-    help="The count model of the scenario (both are fitted by maximum likelihood).",
+    help="With --transactions: the count model of the scenario (both are fitted by maximum "
+    "likelihood).",
 )
 @click.option(
     "--unit",
     type=click.Choice(["day", "week", "month"]),
     default="week",
     show_default=True,
-    help="Time unit of the fitted rates.",
+    help="With --transactions: time unit of the fitted rates.",
 )
 @click.option(
     "--holdout-until",
     type=_day,
-    help="Compare predicted and actual repeat purchases after --as-of until this day.",
+    help="With --transactions: compare predicted and actual repeat purchases after --as-of "
+    "until this day.",
 )
 @click.option("--lenient", is_flag=True, help="Skip bad rows (with a count) instead of stopping.")
 @click.option(
@@ -306,16 +324,12 @@ _day = click.DateTime(formats=["%Y-%m-%d"])
 @click.option(
     "--draws",
     type=click.IntRange(min=100),
-    default=1000,
-    show_default=True,
-    help="NUTS draws per chain kept.",
+    help="NUTS draws per chain kept (default: 500 with --events, else 1000).",
 )
 @click.option(
     "--tune",
     type=click.IntRange(min=100),
-    default=1000,
-    show_default=True,
-    help="NUTS tuning steps per chain (discarded).",
+    help="NUTS tuning steps per chain, discarded (default: as --draws).",
 )
 @click.option(
     "--chains", type=click.IntRange(min=1), default=4, show_default=True, help="NUTS chains."
@@ -339,11 +353,13 @@ _day = click.DateTime(formats=["%Y-%m-%d"])
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Folder for estimates.json, posterior.nc, diagnostics.txt, customers.csv, "
-    "scenario.yaml (and holdout.json).",
+    help="Folder for estimates.json, posterior.nc, diagnostics.txt, scenario.yaml and, "
+    "as fitted, open_leads.csv, customers.csv and holdout.json.",
 )
 @_bad_input
 def fit(
+    events,
+    stages,
     transactions,
     columns,
     as_of,
@@ -362,48 +378,89 @@ def fit(
     currency,
     out,
 ) -> None:
-    """Fit repeat-purchase models (BG/NBD, Pareto/NBD, Gamma-Gamma) to a transaction log.
+    """Fit a runnable scenario to history: the funnel from a CRM stage history (--events),
+    repeat purchases from a transaction log (--transactions), or both.
 
-    Maximum likelihood (SciPy) for every model and NUTS (PyMC) for the chosen one; writes
-    the estimates with their uncertainty, the posterior, the existing customers and a
-    runnable scenario. Exit code 3 when the sampler's diagnostics are poor.
+    --events: stage-to-stage probabilities per channel (partially pooled), time in stage
+    per outcome (lognormal, gamma or Weibull) with open leads censored, deal values and
+    lead arrivals per month, jointly by NUTS (PyMC); the scenario starts the day after
+    --as-of with every open lead in its pipeline. --transactions: BG/NBD, Pareto/NBD and
+    Gamma-Gamma by maximum likelihood and the chosen model by NUTS. Every replication of
+    `funnelsim run` on the scenario draws one joint posterior sample. Exit code 3 when the
+    sampler's diagnostics are poor.
     """
-    from funnelsim.fit.transactions import fit_transactions
-    from funnelsim.text import fit_text
+    import warnings
 
+    if events is None and transactions is None:
+        raise BadInput("error: fit: give --events (a CRM stage history), --transactions, or both")
     if not re_currency(currency):
         raise BadInput(f"error: --currency: {currency!r}: expected an ISO code like USD")
-    try:
-        result = fit_transactions(
-            transactions,
+    if stages is not None and events is None:
+        raise BadInput("error: --stages: only with --events")
+    as_of_day = as_of.date() if as_of else None
+    event_columns, tx_columns = _split_columns(_columns(columns), events, transactions)
+    repeat_options = {
+        "as_of": as_of_day,
+        "model": model,
+        "unit": unit,
+        "columns": tx_columns,
+        "lenient": lenient,
+        "allow_zero_amounts": allow_zero_amounts,
+        "allow_duplicates": allow_duplicates,
+        "holdout_until": holdout_until.date() if holdout_until else None,
+    }
+    # pip's PyTensor finds no BLAS; the models here need none, so the warning is only noise
+    warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
+    if events is not None:
+        from funnelsim.fit.funnel_fit import DRAWS, fit_events
+        from funnelsim.text import events_fit_text as report
+
+        draws = draws or DRAWS
+        source = events
+        run = functools.partial(
+            fit_events,
+            events,
             out,
-            as_of=as_of.date() if as_of else None,
-            model=model,
-            unit=unit,
-            columns=_columns(columns),
+            as_of=as_of_day,
+            columns=event_columns,
+            stages=_stage_names(stages),
             lenient=lenient,
-            allow_zero_amounts=allow_zero_amounts,
-            allow_duplicates=allow_duplicates,
-            holdout_until=holdout_until.date() if holdout_until else None,
+            transactions=None if transactions is None else {"path": transactions, **repeat_options},
+        )
+    else:
+        from funnelsim.fit.transactions import fit_transactions
+        from funnelsim.text import fit_text as report
+
+        draws = draws or 1000
+        source = transactions
+        run = functools.partial(fit_transactions, transactions, out, **repeat_options)
+    try:
+        result = run(
             draws=draws,
-            tune=tune,
+            tune=tune or draws,
             chains=chains,
             seed=seed,
             months=months,
             currency=currency,
         )
     except ValueError as exc:
-        raise BadInput(f"error: {transactions}: {exc}") from None
+        raise BadInput(f"error: {source}: {exc}") from None
     if result.skipped:
         reasons = ", ".join(f"{n} {why}" for why, n in result.skipped_reasons.items())
         click.echo(f"warning: skipped {result.skipped} bad rows ({reasons})", err=True)
+    if result.dropped_leads:
+        click.echo(
+            f"warning: left out {result.dropped_leads} inconsistent leads whole (their rows "
+            "are among those skipped)",
+            err=True,
+        )
     if result.dropped_customers:
         click.echo(
             f"warning: left out {result.dropped_customers} customers whose purchases all "
             "come after --as-of",
             err=True,
         )
-    click.echo(fit_text(result))
+    click.echo(report(result))
     click.echo("\nWrote " + ", ".join(str(p) for p in result.written))
     if not result.ok and not accept_warnings:
         click.echo(
@@ -412,6 +469,42 @@ def fit(
             err=True,
         )
         sys.exit(3)
+
+
+def _split_columns(mapping, events, transactions):
+    """``--columns`` names the columns of both files: split it by the names each reads."""
+    if mapping is None:
+        return None, None
+    from funnelsim.fit.events import COLUMNS as EVENT_COLUMNS
+    from funnelsim.fit.io import COLUMNS as TX_COLUMNS
+
+    known = set(EVENT_COLUMNS) | set(TX_COLUMNS)
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        raise BadInput(
+            f"error: --columns: {unknown[0]!r} is not a column funnelsim reads; expected "
+            f"one of {', '.join(EVENT_COLUMNS if events else ())}"
+            f"{', ' if events and transactions else ''}"
+            f"{', '.join(TX_COLUMNS if transactions else ())}"
+        )
+    for name, given, columns in (
+        ("--events", events, EVENT_COLUMNS),
+        ("--transactions", transactions, TX_COLUMNS),
+    ):
+        stray = [k for k in mapping if k in columns and given is None]
+        if stray:
+            raise BadInput(f"error: --columns: {stray[0]!r} is a column of {name}, not given")
+
+    def pick(names):
+        return {k: v for k, v in mapping.items() if k in names} or None
+
+    return pick(EVENT_COLUMNS), pick(TX_COLUMNS)
+
+
+def _stage_names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [part.strip() for part in text.split(",")]
 
 
 def re_currency(text: str) -> bool:

@@ -392,7 +392,13 @@ def staff_text(result: dict[str, Any]) -> str:
 
 def fit_text(result) -> str:
     """The report of ``funnelsim fit --transactions``."""
-    e = result.estimates
+    out = [_repeat_text(result.estimates), "", result.diagnostics]
+    if result.holdout is not None:
+        out += ["", holdout_text(result.holdout)]
+    return "\n".join(out)
+
+
+def _repeat_text(e: dict[str, Any]) -> str:
     out = [
         f"Repeat purchases as of {e['as_of']}: {e['customers']:,} customers, "
         f"{e['repeat_buyers']:,} with repeat purchases; rates per {e['unit']}",
@@ -402,11 +408,7 @@ def fit_text(result) -> str:
     for model, block in e["models"].items():
         for name, p in block["parameters"].items():
             se = p.get("se")
-            posterior = (
-                f"{p['posterior_mean']:.4g} [{p['p5']:.4g}, {p['p95']:.4g}]"
-                if "posterior_mean" in p
-                else ""
-            )
+            posterior = _interval(p) if "posterior_mean" in p else ""
             rows.append(
                 [model, name, f"{p['mle']:.4g}", "n/a" if se is None else f"{se:.3g}", posterior]
             )
@@ -414,6 +416,61 @@ def fit_text(result) -> str:
     out.append(
         _table(["model", "parameter", "MLE", "se", "posterior mean [5%, 95%]"], rows, left=2)
     )
+    return "\n".join(out)
+
+
+def _interval(p: dict[str, float], fmt: str = ".4g") -> str:
+    return f"{p['posterior_mean']:{fmt}} [{p['p5']:{fmt}}, {p['p95']:{fmt}}]"
+
+
+def events_fit_text(result) -> str:
+    """The report of ``funnelsim fit --events`` (and ``--transactions`` with it)."""
+    e = result.estimates
+    par = e["parameters"]
+    out = [
+        f"Funnel as of {e['as_of']}: {e['leads']:,} leads since {e['history_start']} "
+        f"in {len(e['channels'])} channels, {e['open_leads']:,} still open "
+        "(censored: they count as 'not yet left', never as lost)",
+        "",
+        "Where leads go next, by stage and channel (posterior mean [5%, 95%]):",
+    ]
+    rows = []
+    for name, p in par.items():
+        if name.startswith("p__"):
+            stage, channel, outcome = name[3:].split("__")
+            rows.append([stage, channel, outcome, _interval(p, ".3f")])
+    out.append(_table(["stage", "channel", "next", "probability"], rows, left=3))
+    out += ["", "Time in stage (days), family chosen by AIC on the completed stays:"]
+    rows = []
+    for d in e["durations"]:
+        prefix = f"duration__{d['stage']}__{d['outcome']}__"
+        fields = ", ".join(
+            f"{name[len(prefix) :]} {_interval(p, '.3g')}"
+            for name, p in par.items()
+            if name.startswith(prefix)
+        )
+        rows.append([d["stage"], d["outcome"], d["family"], number(d["completed_stays"]), fields])
+    out.append(
+        _table(["stage", "to", "family", "completed stays", "parameters [5%, 95%]"], rows, left=3)
+    )
+    out += ["", "Lead arrivals per channel (leads per month at the scenario's start):"]
+    rows = []
+    for a in e["arrivals"]:
+        rate = par[f"arrivals__{a['channel']}__leads_per_month"]
+        rows.append([a["channel"], _interval(rate, ",.1f"), a["choice"]])
+    out.append(_table(["channel", "leads per month [5%, 95%]", "model"], rows, left=1))
+    out += ["", "Deal value per channel (lognormal; median in the log's currency):"]
+    rows = [
+        [
+            channel,
+            _interval(par[f"value__{channel}__median"], ",.0f"),
+            _interval(par[f"value__{channel}__sigma"], ".3f"),
+        ]
+        for channel in e["channels"]
+    ]
+    out.append(_table(["channel", "median [5%, 95%]", "sigma [5%, 95%]"], rows, left=1))
+    if "repeat" in e:
+        out += ["", _repeat_text(e["repeat"])]
     out += ["", result.diagnostics]
     if result.holdout is not None:
         out += ["", holdout_text(result.holdout)]

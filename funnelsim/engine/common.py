@@ -13,7 +13,7 @@ open(p) = open(p−1) + entered(p) − left(p) holds exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -159,11 +159,11 @@ def draw_inputs(funnel: Funnel, rep_keys: np.ndarray) -> Inputs:
     rates = volume[:, :, None] * funnel.daily_rate[None, :, :]
     inputs = Inputs(volume=volume, probs=tuple(probs), rates=rates)
     if funnel.posterior is not None:
-        _posterior_inputs(funnel, rep_keys, inputs)
+        inputs = _posterior_inputs(funnel, rep_keys, inputs)
     return inputs
 
 
-def _posterior_inputs(funnel: Funnel, rep_keys: np.ndarray, inputs: Inputs) -> None:
+def _posterior_inputs(funnel: Funnel, rep_keys: np.ndarray, inputs: Inputs) -> Inputs:
     """Replace the inputs the posterior has draws of by each replication's joint draw:
     outcome probabilities, duration and deal-value parameters, and arrivals."""
     post = funnel.posterior
@@ -193,7 +193,7 @@ def _posterior_inputs(funnel: Funnel, rep_keys: np.ndarray, inputs: Inputs) -> N
             deal[c] = [funnel.deal_value[c].model_copy(update=u) for u in params]
             found = True
     if found:
-        inputs.deal_values = [list(per_rep) for per_rep in zip(*deal, strict=True)]
+        inputs = replace(inputs, deal_values=[list(per_rep) for per_rep in zip(*deal, strict=True)])
     cal = funnel.calendar
     for c, channel in enumerate(channels):
         prefix = f"arrivals__{channel}__"
@@ -221,6 +221,7 @@ def _posterior_inputs(funnel: Funnel, rep_keys: np.ndarray, inputs: Inputs) -> N
                 rate[r] *= standard_gamma(k[r], month_keys) / k[r]
         inputs.rates[:, c, :] = rate
         inputs.volume[:, c] = base
+    return inputs
 
 
 def _params(post: dict, prefix: str, dist, pick: np.ndarray) -> list[dict] | None:

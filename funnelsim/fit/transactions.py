@@ -48,6 +48,7 @@ class FitResult:
     skipped: int = 0
     skipped_reasons: dict[str, int] = field(default_factory=dict)
     dropped_customers: int = 0
+    dropped_leads: int = 0
 
 
 def fit_transactions(

@@ -1,0 +1,325 @@
+"""The funnel fitted to a CRM stage history: transitions, times in stage, deal values.
+
+The model (PyMC), for each stage s with outcomes k (the stages, won or lost that leads were
+seen to go to from s):
+
+* **transitions**, partially pooled across channels (hierarchical Dirichlet): the
+  funnel-wide probabilities μ_s ~ Dirichlet(1, …, 1) and each channel's
+  p_{s,c} ~ Dirichlet(POOLING · μ_s): a channel with few leads is drawn towards the funnel's
+  mean as if by ``POOLING`` (20) leads, one with many follows its own data. (A learnt
+  concentration, or a logistic-normal spread, gives a funnel-shaped posterior on which NUTS
+  diverges when there are only a few channels to learn it from.);
+* **time in stage** per outcome (or one for the stage where an outcome has fewer than
+  ``MIN_PER_OUTCOME`` completed stays): lognormal, gamma or Weibull, the family picked by
+  AIC on the completed stays (reported), parameters with weakly informative priors around
+  the observed scale;
+* **censoring**: a stay still open at ``as_of`` has an unknown outcome and has lasted at
+  least its age a: it adds log Σ_k p_{s,c,k} S_k(a) — not dropped, not counted as lost;
+* **deal values** per channel: lognormal;
+* **arrivals** per channel: :mod:`funnelsim.fit.arrivals`.
+
+Completed stays enter through sufficient statistics where these are exact (counts of each
+outcome; n, Σ log d and Σ (log d)² for a lognormal; n, Σ d and Σ log d for a gamma), so the
+sampler's cost grows with the open stays, not with the history's length.
+
+Posterior variables are named as the scenario's fields, for :mod:`funnelsim.engine.common`:
+``p__<stage>__<channel>__<outcome>``, ``duration__<stage>__<outcome>__<field>`` (``all``
+for a single duration), ``value__<channel>__median|sigma`` and
+``arrivals__<channel>__leads_per_month|growth_per_month|season_<m>|k``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+MIN_PER_OUTCOME = 10  # completed stays needed to give an outcome its own time in stage
+POOLING = 20.0  # pseudo-leads drawing a channel's transition probabilities to the funnel's
+FAMILIES = ("lognormal", "gamma", "weibull")
+
+
+@dataclass(frozen=True)
+class DurationChoice:
+    """The time-in-stage model of one stage (per outcome, or one for all its outcomes)."""
+
+    stage: int
+    outcome: int | None  # None: one duration for the whole stage
+    family: str
+    aic: dict[str, float]  # per family, on the completed stays
+    mle: dict[str, float]  # the chosen family's parameters, as scenario fields
+    n: int
+
+
+def _fit_family(family: str, days: np.ndarray) -> tuple[float, dict[str, float]]:
+    """Maximum likelihood of one family on positive durations: (log-likelihood, fields)."""
+    d = np.maximum(days, 1e-6)
+    if family == "lognormal":
+        mu, sigma = np.log(d).mean(), max(np.log(d).std(), 1e-3)
+        ll = sps.lognorm.logpdf(d, sigma, scale=math.exp(mu)).sum()
+        return ll, {"median": math.exp(mu), "sigma": sigma}
+    if family == "gamma":
+        shape, _, scale = sps.gamma.fit(d, floc=0)
+        ll = sps.gamma.logpdf(d, shape, scale=scale).sum()
+        return ll, {"mean": shape * scale, "shape": shape}
+    shape, _, scale = sps.weibull_min.fit(d, floc=0)
+    ll = sps.weibull_min.logpdf(d, shape, scale=scale).sum()
+    return ll, {"scale": scale, "shape": shape}
+
+
+def choose_durations(history) -> list[DurationChoice]:
+    """Per stage, per-outcome durations where every outcome has enough completed stays,
+    else one; for each, the family with the lowest AIC (2 parameters each)."""
+    choices = []
+    done = history.stay_outcome >= 0
+    for s in range(len(history.stages)):
+        here = done & (history.stay_stage == s)
+        outcomes = np.unique(history.stay_outcome[here])
+        per_outcome = outcomes.size > 1 and all(
+            (history.stay_outcome[here] == k).sum() >= MIN_PER_OUTCOME for k in outcomes
+        )
+        groups = [(int(k), here & (history.stay_outcome == k)) for k in outcomes]
+        if not per_outcome:
+            groups = [(None, here)]
+        for k, m in groups:
+            days = history.stay_days[m]
+            if days.size < 3:
+                days = np.concatenate([days, np.full(3 - days.size, max(days.mean(), 1.0))])
+            fits = {f: _fit_family(f, days) for f in FAMILIES}
+            aic = {f: 4.0 - 2.0 * ll for f, (ll, _) in fits.items()}
+            best = min(aic, key=aic.get)
+            choices.append(DurationChoice(s, k, best, aic, fits[best][1], int(m.sum())))
+    return choices
+
+
+def duration_label(history, choice: DurationChoice) -> str:
+    """``<stage>__<outcome>``, or ``<stage>__all`` for one duration of the whole stage."""
+    outcome = "all" if choice.outcome is None else outcome_names(history)[choice.outcome]
+    return f"{history.stages[choice.stage]}__{outcome}"
+
+
+def outcome_names(history) -> list[str]:
+    n = len(history.stages)
+    return [*history.stages, "won", "lost"][: n + 2]
+
+
+def stage_outcomes(history) -> dict[int, list[int]]:
+    """Per stage, the outcomes its completed stays went to (codes: stages, won, lost)."""
+    done = history.stay_outcome >= 0
+    return {
+        s: sorted(np.unique(history.stay_outcome[done & (history.stay_stage == s)]).tolist())
+        for s in range(len(history.stages))
+    }
+
+
+# ------------------------------------------------------------------ the PyMC model
+#
+# Written with few, vectorised pieces (a batched Dirichlet per stage, one vector of
+# parameters per duration family): PyTensor compiles C code for every distinct expression,
+# and one small expression per stage, channel and outcome would take minutes to compile.
+
+
+def build_model(history, durations: list[DurationChoice], arrival_fits=None):
+    """The joint model of transitions, times in stage (with the open stays censored),
+    deal values and (optionally) arrivals."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    outcomes = stage_outcomes(history)
+    channels = history.channels
+    open_stay = history.stay_outcome < 0
+    done = ~open_stay
+    stay_channel = history.channel[history.stay_lead]
+    model = pm.Model()
+    with model:
+        log_p = {}
+        for s, ks in outcomes.items():
+            if len(ks) < 2:
+                continue
+            stage = history.stages[s]
+            # the funnel-wide probabilities, and each channel's around them with a fixed
+            # concentration (POOLING pseudo-leads): partial pooling without a hyper-
+            # parameter whose funnel-shaped posterior would make NUTS diverge
+            mean = pm.Dirichlet(f"mean_p__{stage}", a=np.ones(len(ks)))
+            p = pm.Dirichlet(f"p__{stage}", a=POOLING * mean, shape=(len(channels), len(ks)))
+            log_p[s] = pt.log(p)
+            here = done & (history.stay_stage == s)
+            counts = np.array(
+                [
+                    [(here & (stay_channel == c) & (history.stay_outcome == k)).sum() for k in ks]
+                    for c in range(len(channels))
+                ]
+            )
+            pm.Potential(f"counts__{stage}", pt.sum(counts * log_p[s]))
+        log_survival = _durations(pm, pt, history, durations, done, open_stay)
+        for s, ks in outcomes.items():
+            rows = np.flatnonzero(open_stay & (history.stay_stage == s))
+            if rows.size == 0:
+                continue
+            if len(ks) < 2:  # one outcome: only its time in stage is censored
+                pm.Potential(f"open__{history.stages[s]}", pt.sum(log_survival[(s, ks[0])]))
+                continue
+            terms = pt.stack(
+                [log_p[s][stay_channel[rows], j] + log_survival[(s, k)] for j, k in enumerate(ks)]
+            )
+            pm.Potential(f"open__{history.stages[s]}", pt.sum(pm.math.logsumexp(terms, axis=0)))
+        _deal_values(pm, pt, history)
+        if arrival_fits:
+            from funnelsim.fit.arrivals import add_arrivals
+
+            months, counts, exposure = history.monthly_arrivals()
+            for c, channel in enumerate(channels):
+                add_arrivals(
+                    arrival_fits[c],
+                    counts[c],
+                    exposure,
+                    months,
+                    name_prefix=f"arrival__{channel}__",
+                )
+    return model
+
+
+def _durations(pm, pt, history, durations, done, open_stay) -> dict:
+    """Times in stage: one vector of parameters per family; the completed stays' density by
+    sufficient statistics (lognormal, gamma) or per stay (Weibull). Returns, per (stage,
+    outcome), log S(age) of the stage's open stays."""
+    families: dict[str, list[DurationChoice]] = {}
+    for choice in durations:
+        families.setdefault(choice.family, []).append(choice)
+    survival = {}
+    outcomes = stage_outcomes(history)
+    for family, group in families.items():
+        masks = []
+        for choice in group:
+            m = done & (history.stay_stage == choice.stage)
+            if choice.outcome is not None:
+                m &= history.stay_outcome == choice.outcome
+            masks.append(m)
+        days = [np.maximum(history.stay_days[m], 1e-6) for m in masks]
+        n = np.array([d.size for d in days], dtype=float)
+        guess = np.array([np.median(d) if d.size else 1.0 for d in days])
+        mean_guess = np.array([d.mean() if d.size else 1.0 for d in days])
+        name = f"duration_{family}"
+        size = len(group)
+        if family == "lognormal":
+            median = pm.LogNormal(
+                f"{name}_median", mu=np.log(np.maximum(guess, 1e-3)), sigma=2.0, shape=size
+            )
+            sigma = pm.HalfNormal(f"{name}_sigma", sigma=2.0, shape=size)
+            mu = pt.log(median)
+            s1 = np.array([np.log(d).sum() for d in days])
+            s2 = np.array([(np.log(d) ** 2).sum() for d in days])
+            pm.Potential(
+                f"times_{family}",
+                pt.sum(-n * pt.log(sigma) - (s2 - 2 * mu * s1 + n * mu**2) / (2 * sigma**2)),
+            )
+            params = (mu, sigma)
+        elif family == "gamma":
+            mean = pm.LogNormal(
+                f"{name}_mean", mu=np.log(np.maximum(mean_guess, 1e-3)), sigma=2.0, shape=size
+            )
+            shape = pm.LogNormal(f"{name}_shape", mu=0.0, sigma=1.5, shape=size)
+            rate = shape / mean
+            s_log = np.array([np.log(d).sum() for d in days])
+            s_d = np.array([d.sum() for d in days])
+            pm.Potential(
+                f"times_{family}",
+                pt.sum(
+                    n * (shape * pt.log(rate) - pt.gammaln(shape))
+                    + (shape - 1) * s_log
+                    - rate * s_d
+                ),
+            )
+            params = (shape, rate)
+        else:
+            scale = pm.LogNormal(
+                f"{name}_scale", mu=np.log(np.maximum(mean_guess, 1e-3)), sigma=2.0, shape=size
+            )
+            shape = pm.LogNormal(f"{name}_shape", mu=0.0, sigma=1.0, shape=size)
+            index = np.concatenate([np.full(d.size, i) for i, d in enumerate(days)]).astype(int)
+            obs = np.concatenate(days)
+            pm.Potential(
+                f"times_{family}",
+                pt.sum(pm.logp(pm.Weibull.dist(alpha=shape[index], beta=scale[index]), obs)),
+            )
+            params = (shape, scale)
+        for i, choice in enumerate(group):
+            rows = np.flatnonzero(open_stay & (history.stay_stage == choice.stage))
+            if rows.size == 0:
+                continue
+            age = np.maximum(history.stay_days[rows], 1e-6)
+            if family == "lognormal":
+                dist = pm.LogNormal.dist(mu=params[0][i], sigma=params[1][i])
+            elif family == "gamma":
+                dist = pm.Gamma.dist(alpha=params[0][i], beta=params[1][i])
+            else:
+                dist = pm.Weibull.dist(alpha=params[0][i], beta=params[1][i])
+            value = pm.logccdf(dist, age)
+            keys = [choice.outcome] if choice.outcome is not None else outcomes[choice.stage]
+            for k in keys:
+                survival[(choice.stage, k)] = value
+    return survival
+
+
+def _deal_values(pm, pt, history) -> None:
+    """Lognormal deal values per channel, by sufficient statistics of the won values."""
+    won = (history.outcome == 1) & np.isfinite(history.value) & (history.value > 0)
+    stats = []
+    for c in range(len(history.channels)):
+        v = history.value[won & (history.channel == c)]
+        logs = np.log(v) if v.size else np.zeros(0)
+        stats.append((v.size, logs.sum(), (logs**2).sum(), np.median(v) if v.size else 1.0))
+    n, s1, s2, guess = (np.array(x, dtype=float) for x in zip(*stats, strict=True))
+    median = pm.LogNormal("value_median", mu=np.log(guess), sigma=2.0, shape=len(n))
+    sigma = pm.HalfNormal("value_sigma", sigma=2.0, shape=len(n))
+    mu = pt.log(median)
+    pm.Potential(
+        "values", pt.sum(-n * pt.log(sigma) - (s2 - 2 * mu * s1 + n * mu**2) / (2 * sigma**2))
+    )
+
+
+def posterior_variables(idata, history, durations, arrival_fits, first_forecast_month):
+    """The posterior as the scalar variables the engines read (see the module docstring)."""
+    import xarray as xr
+
+    post = idata.posterior
+    names = outcome_names(history)
+    outcomes = stage_outcomes(history)
+    one = xr.ones_like(post["value_sigma"].isel({post["value_sigma"].dims[-1]: 0}, drop=True))
+    out: dict[str, xr.DataArray] = {}
+    for s, ks in outcomes.items():
+        stage = history.stages[s]
+        for c, channel in enumerate(history.channels):
+            for j, k in enumerate(ks):
+                key = f"p__{stage}__{channel}__{names[k]}"
+                var = post.get(f"p__{stage}")
+                out[key] = one if var is None else _element(var, c, j)
+    families: dict[str, list[DurationChoice]] = {}
+    for choice in durations:
+        families.setdefault(choice.family, []).append(choice)
+    for family, group in families.items():
+        for i, choice in enumerate(group):
+            label = duration_label(history, choice)
+            for field in choice.mle:
+                out[f"duration__{label}__{field}"] = _element(post[f"duration_{family}_{field}"], i)
+    for c, channel in enumerate(history.channels):
+        out[f"value__{channel}__median"] = _element(post["value_median"], c)
+        out[f"value__{channel}__sigma"] = _element(post["value_sigma"], c)
+    if arrival_fits:
+        from funnelsim.fit.arrivals import posterior_channel
+
+        for fit, channel in zip(arrival_fits, history.channels, strict=True):
+            prefix = f"arrival__{channel}__"
+            draws = {k[len(prefix) :]: v for k, v in post.items() if k.startswith(prefix)}
+            for field, values in posterior_channel(fit, draws, first_forecast_month).items():
+                # indexing the season keeps its month as a scalar coordinate: drop it
+                out[f"arrivals__{channel}__{field}"] = values.reset_coords(drop=True)
+    return xr.Dataset(out)
+
+
+def _element(var, *index):
+    """One element of a vector (or matrix) variable: its draws over (chain, draw)."""
+    extra = [d for d in var.dims if d not in ("chain", "draw")]
+    return var.isel(dict(zip(extra, index, strict=True)), drop=True)

@@ -1,0 +1,290 @@
+"""``funnelsim fit --events``: a runnable scenario from a CRM stage history.
+
+Reads the history (:mod:`funnelsim.fit.events`), picks each stage's time-in-stage family,
+fits the lead arrivals of each channel (:mod:`funnelsim.fit.arrivals`), samples the joint
+model of transitions, times in stage (open stays censored), deal values and arrivals with
+NUTS (:mod:`funnelsim.fit.crm`) and writes ``estimates.json``, ``posterior.nc``,
+``diagnostics.txt``, ``open_leads.csv`` and a complete ``scenario.yaml`` starting the day
+after ``as_of``, whose every replication draws one joint posterior sample. With a
+transaction log too, the repeat-purchase fit joins the same scenario and posterior.
+Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from funnelsim.fit import crm, events
+from funnelsim.fit.arrivals import fit_arrivals, scenario_channel
+from funnelsim.fit.transactions import (
+    FitResult,
+    diagnose,
+    fit_repeat,
+    netcdf_bytes,
+    repeat_section,
+)
+from funnelsim.forecast import write_atomically
+
+DRAWS = 500  # NUTS draws and tuning steps per chain by default for a funnel
+
+
+def fit_events(
+    path: str | Path,
+    out_dir: str | Path,
+    *,
+    as_of: date | None = None,
+    columns: dict[str, str] | None = None,
+    stages: list[str] | None = None,
+    lenient: bool = False,
+    draws: int = DRAWS,
+    tune: int = DRAWS,
+    chains: int = 4,
+    seed: int = 1,
+    cores: int | None = None,
+    months: int = 12,
+    currency: str = "USD",
+    transactions: dict[str, Any] | None = None,
+) -> FitResult:
+    """Fit the funnel to a stage history and write the outputs.
+
+    ``transactions``, when given, holds the options of :func:`fit_repeat` (path and all),
+    whose fit joins the scenario.
+    """
+    history = events.read_events(path, columns=columns, stages=stages, as_of=as_of, lenient=lenient)
+    _check_fittable(history)
+    durations = crm.choose_durations(history)
+    month_labels, counts, exposure = history.monthly_arrivals()
+    arrivals = [
+        fit_arrivals(channel, counts[c], exposure, month_labels)
+        for c, channel in enumerate(history.channels)
+    ]
+    import os
+
+    from funnelsim.fit import bayes
+
+    cores = cores or min(chains, os.cpu_count() or 1)
+    model = crm.build_model(history, durations, arrivals)
+    idata = bayes.sample(model, draws=draws, tune=tune, chains=chains, seed=seed, cores=cores)
+    start = history.as_of + timedelta(days=1)
+    first_month = f"{start.year:04d}-{start.month:02d}"
+    posterior = crm.posterior_variables(idata, history, durations, arrivals, first_month)
+    diagnostics, ok = diagnose(posterior, idata)
+    estimates = _estimates(history, durations, arrivals, posterior)
+
+    repeat = None
+    if transactions is not None:
+        options = {"draws": draws, "tune": tune, "chains": chains, "seed": seed, "cores": cores}
+        repeat = fit_repeat(**{**options, **transactions})
+        posterior = _join(posterior, repeat.idata.posterior)
+        diagnostics += "\n\nRepeat purchases:\n" + repeat.diagnostics
+        ok = ok and repeat.ok
+        estimates["repeat"] = repeat.estimates
+
+    import arviz as az
+
+    out_dir = Path(out_dir)
+    data = netcdf_bytes(
+        az.InferenceData(posterior=posterior, sample_stats=idata.sample_stats[["diverging"]]),
+        out_dir,
+    )
+    sha = hashlib.sha256(data).hexdigest()
+    files: dict[str, Any] = {
+        "estimates.json": json.dumps(estimates, indent=2, allow_nan=False) + "\n",
+        "diagnostics.txt": diagnostics + "\n",
+        "posterior.nc": lambda p: p.write_bytes(data),
+        "open_leads.csv": lambda p: events.write_open_leads_csv(history, p),
+        "scenario.yaml": _scenario_text(
+            history, durations, arrivals, estimates, sha, months, currency, repeat
+        ),
+    }
+    skipped_reasons = {f"{why} (events)": n for why, n in history.skipped_reasons.items()}
+    dropped_customers = 0
+    if repeat is not None:
+        from funnelsim.fit import io
+
+        files["customers.csv"] = lambda p: io.write_customers_csv(repeat.summary, p)
+        if repeat.holdout is not None:
+            files["holdout.json"] = json.dumps(repeat.holdout, indent=2, allow_nan=False) + "\n"
+        skipped_reasons.update(
+            {f"{why} (transactions)": n for why, n in repeat.tx.skipped_reasons.items()}
+        )
+        dropped_customers = repeat.summary.dropped_customers
+    written = write_atomically(out_dir, files)
+    return FitResult(
+        estimates,
+        diagnostics,
+        ok,
+        None if repeat is None else repeat.holdout,
+        written,
+        skipped=sum(skipped_reasons.values()),
+        skipped_reasons=skipped_reasons,
+        dropped_customers=dropped_customers,
+        dropped_leads=history.dropped_leads,
+    )
+
+
+def _check_fittable(history) -> None:
+    outcomes = crm.stage_outcomes(history)
+    empty = [history.stages[s] for s, ks in outcomes.items() if not ks]
+    if empty:
+        raise ValueError(
+            f"no lead has left stage {', '.join(empty)} before --as-of "
+            f"{history.as_of}: its outcomes cannot be fitted (give a later --as-of)"
+        )
+
+
+def _join(posterior, other):
+    """Two independent posteriors as one: draw i of each, together."""
+    import xarray as xr
+
+    chains = min(posterior.sizes["chain"], other.sizes["chain"])
+    n = min(posterior.sizes["draw"], other.sizes["draw"])
+    pick = {"chain": slice(0, chains), "draw": slice(0, n)}
+    return xr.merge(
+        [posterior.isel(pick), other.isel(pick).assign_coords(posterior.isel(pick).coords)],
+        compat="override",
+    )
+
+
+def _summary(values: np.ndarray) -> dict[str, float]:
+    lo, hi = np.quantile(values, [0.05, 0.95])
+    return {
+        "posterior_mean": float(values.mean()),
+        "posterior_sd": float(values.std(ddof=1)),
+        "p5": float(lo),
+        "p95": float(hi),
+    }
+
+
+def _estimates(history, durations, arrivals, posterior) -> dict[str, Any]:
+    names = crm.outcome_names(history)
+    return {
+        "as_of": history.as_of.isoformat(),
+        "history_start": history.start.isoformat(),
+        "leads": int(len(history)),
+        "open_leads": int((history.outcome == 0).sum()),
+        "stages": list(history.stages),
+        "channels": list(history.channels),
+        "durations": [
+            {
+                "stage": history.stages[d.stage],
+                "outcome": "all" if d.outcome is None else names[d.outcome],
+                "family": d.family,
+                "aic": d.aic,
+                "completed_stays": d.n,
+            }
+            for d in durations
+        ],
+        "arrivals": [
+            {
+                "channel": a.channel,
+                "family": a.family,
+                "trend": a.trend,
+                "seasonal": a.seasonal,
+                "choice": a.choice,
+                "mle": a.params,
+            }
+            for a in arrivals
+        ],
+        "parameters": {
+            name: _summary(np.asarray(var.values).reshape(-1))
+            for name, var in posterior.data_vars.items()
+        },
+    }
+
+
+def _mean(estimates, name: str) -> float:
+    return estimates["parameters"][name]["posterior_mean"]
+
+
+def _probabilities(values: dict[str, float]) -> str:
+    """Outcome probabilities that sum to exactly 1 as written (the last takes the rest)."""
+    keys = list(values)
+    rounded = {k: round(values[k], 6) for k in keys[:-1]}
+    rounded[keys[-1]] = round(1.0 - sum(rounded.values()), 6)
+    return "{" + ", ".join(f"{k}: {v:.6f}" for k, v in rounded.items()) + "}"
+
+
+def _dist(family: str, params: dict[str, float]) -> str:
+    fields = ", ".join(f"{k}: {v:.6g}" for k, v in params.items())
+    return f"{{dist: {family}, {fields}}}"
+
+
+def _scenario_text(history, durations, arrivals, estimates, sha, months, currency, repeat) -> str:
+    names = crm.outcome_names(history)
+    outcomes = crm.stage_outcomes(history)
+    start = history.as_of + timedelta(days=1)
+    first_month = f"{start.year:04d}-{start.month:02d}"
+    lines = [
+        "# funnelsim scenario written by `funnelsim fit --events`.",
+        f"# The funnel fitted to {Path(history.source).name} as of {history.as_of}: "
+        f"{len(history):,} leads since {history.start}, {estimates['open_leads']:,} still open.",
+        "# Numbers below are posterior means; each replication of `funnelsim run` instead draws",
+        "# one joint sample from posterior.nc, so the forecast carries the parameters'",
+        "# uncertainty. The opening pipeline is every lead open on the fit's as-of date.",
+        "",
+        "version: 1",
+        f"name: Funnel fitted as of {history.as_of}",
+        f"start: {start.isoformat()}            # the day after --as-of",
+        f"months: {months}",
+        "replications: 1000",
+        "seed: 1",
+        f"currency: {currency}",
+        "channels:",
+    ]
+    for fit, channel in zip(arrivals, history.channels, strict=True):
+        entry = scenario_channel(fit, first_month)
+        lines.append(f"  {channel}:                # arrivals: {fit.choice}")
+        lines.append(
+            f"    leads_per_month: {_mean(estimates, f'arrivals__{channel}__leads_per_month'):.6g}"
+        )
+        if "growth_per_month" in entry:
+            growth = _mean(estimates, f"arrivals__{channel}__growth_per_month")
+            lines.append(f"    growth_per_month: {growth:.6g}")
+        if "seasonality" in entry:
+            season = [_mean(estimates, f"arrivals__{channel}__season_{m}") for m in range(1, 13)]
+            lines.append("    seasonality: [" + ", ".join(f"{x:.4f}" for x in season) + "]")
+        value = {f: _mean(estimates, f"value__{channel}__{f}") for f in ("median", "sigma")}
+        lines.append(f"    deal_value: {_dist('lognormal', value)}")
+    lines.append("stages:                  # new leads enter the first stage")
+    by_stage: dict[int, list] = {}
+    for d in durations:
+        by_stage.setdefault(d.stage, []).append(d)
+    for s, stage in enumerate(history.stages):
+        ks = outcomes[s]
+        lines.append(f"  {stage}:")
+        chosen = by_stage[s]
+        if chosen[0].outcome is None:
+            d = chosen[0]
+            params = {f: _mean(estimates, f"duration__{stage}__all__{f}") for f in d.mle}
+            lines.append(f"    duration: {_dist(d.family, params)}   # days")
+        else:
+            lines.append("    duration:                # days, per outcome")
+            for d in chosen:
+                label = names[d.outcome]
+                params = {f: _mean(estimates, f"duration__{stage}__{label}__{f}") for f in d.mle}
+                lines.append(f"      {label}: {_dist(d.family, params)}")
+        pooled = {
+            names[k]: float(
+                np.mean(
+                    [_mean(estimates, f"p__{stage}__{c}__{names[k]}") for c in history.channels]
+                )
+            )
+            for k in ks
+        }
+        lines.append(f"    next: {_probabilities(pooled)}   # the channels' average")
+        lines.append("    channels:")
+        for channel in history.channels:
+            mine = {names[k]: _mean(estimates, f"p__{stage}__{channel}__{names[k]}") for k in ks}
+            lines.append(f"      {channel}: {{next: {_probabilities(mine)}}}")
+    lines += ["pipeline: {file: open_leads.csv}   # the leads open on the as-of date"]
+    if repeat is not None:
+        lines += repeat_section(repeat)
+    lines += [f"posterior: {{file: posterior.nc, sha256: {sha}}}", ""]
+    return "\n".join(lines)
