@@ -215,6 +215,9 @@ def compile_funnel(scenario: Scenario) -> Funnel:
         sources: list[tuple[int, np.ndarray | None]] = []
         source_index: dict[int, int] = {}
         dists: list[_Dist] = []
+        # one entry per distinct duration; per-outcome durations never share one, so a
+        # posterior can give each outcome its own draws
+        dist_keys: list[tuple[str | None, _Dist]] = []
         dist_of = np.full((len(channels), k_count), -1, dtype=np.int64)
         for c, cname in enumerate(channels):
             nxt = stage_next(scenario, sname, cname)
@@ -239,9 +242,11 @@ def compile_funnel(scenario: Scenario) -> Funnel:
                 dist = duration.get(n) if isinstance(duration, dict) else duration
                 if dist is None:
                     continue
-                if dist not in dists:
+                key = (n if isinstance(duration, dict) else None, dist)
+                if key not in dist_keys:
+                    dist_keys.append(key)
                     dists.append(dist)
-                dist_of[c, k] = dists.index(dist)
+                dist_of[c, k] = dist_keys.index(key)
         tables.append(
             StageTable(
                 name=sname,

@@ -398,7 +398,8 @@ Existing = _by_key("file", ExistingFile, ExistingCount)
 
 
 class PosteriorFile(Strict):
-    """Posterior draws of the repeat model's parameters (ArviZ InferenceData, netCDF)."""
+    """Joint posterior draws of fitted parameters (ArviZ InferenceData, netCDF): the
+    funnel's and/or the repeat model's; each replication uses one draw of all of them."""
 
     file: str
     sha256: str | None = Field(
@@ -1210,7 +1211,118 @@ def read_posterior(scenario: Scenario, path: Path) -> dict[str, np.ndarray]:
     bad = [n for n, v in draws.items() if not np.isfinite(v).all()]
     if bad:
         raise InputError(source, f"posterior draws of {', '.join(bad[:5])} must be finite")
+    problems = _funnel_posterior_problems(scenario, draws)
+    if problems:
+        raise InputError(source, problems)
     return draws
+
+
+ARRIVAL_FIELDS = ("leads_per_month", "growth_per_month", *(f"season_{m}" for m in range(1, 13)))
+
+
+def _funnel_posterior_problems(
+    scenario: Scenario, draws: Mapping[str, np.ndarray]
+) -> list[Problem]:
+    """The funnel's posterior variables must name this scenario's stages, channels, outcomes
+    and distribution fields (else the engines would silently not use them), with draws in
+    range; a stage's probabilities must cover all its outcomes for that channel."""
+    problems: list[Problem] = []
+    covered: dict[tuple[str, str], set[str]] = {}
+
+    def bad(name: str, message: str) -> None:
+        problems.append(Problem(f"variable {name}", message))
+
+    def known(name: str, what: str, value: str, choices: Iterable[str], where="") -> bool:
+        choices = list(choices)
+        if value in choices:
+            return True
+        bad(
+            name,
+            f"{what} {value!r} is not in the scenario{where}{did_you_mean(value, choices)}; "
+            f"expected one of {', '.join(choices)}",
+        )
+        return False
+
+    for name, values in draws.items():
+        kind, sep, rest = name.partition("__")
+        parts = rest.split("__")
+        if not sep or kind not in _POSTERIOR_NAMES:  # the repeat model's r, alpha, p, ...
+            continue
+        if len(parts) != (2 if kind in ("value", "arrivals") else 3):
+            bad(name, f"expected {_POSTERIOR_NAMES[kind]}")
+            continue
+        if kind == "p":
+            stage, channel, outcome = parts
+            if known(name, "stage", stage, scenario.stages) and known(
+                name, "channel", channel, scenario.channels
+            ):
+                targets = _outcomes_of(scenario, stage, channel)
+                if known(name, f"outcome of {stage}", outcome, targets):
+                    covered.setdefault((stage, channel), set()).add(outcome)
+            if ((values < 0) | (values > 1)).any():
+                bad(name, "draws must be probabilities between 0 and 1")
+        elif kind == "duration":
+            stage, label, fld = parts
+            if not known(name, "stage", stage, scenario.stages):
+                continue
+            duration = scenario.stages[stage].duration
+            per_outcome = duration if isinstance(duration, dict) else {}
+            if label == "all":
+                dists = list(per_outcome.values()) or [duration]
+            elif not per_outcome:
+                bad(name, f"stage {stage} has one duration: expected duration__{stage}__all__{fld}")
+                continue
+            elif known(name, f"outcome of {stage}", label, per_outcome):
+                dists = [per_outcome[label]]
+            else:
+                continue
+            fits = all(
+                known(name, "field", fld, _dist_fields(d), f"'s {d.dist} of {stage}") for d in dists
+            )
+            if fits and (values <= 0).any():
+                bad(name, "draws must be positive")
+        elif kind == "value":
+            channel, fld = parts
+            if not known(name, "channel", channel, scenario.channels):
+                continue
+            dist = scenario.deal_value_of(channel)
+            if (
+                known(name, "field", fld, _dist_fields(dist), f"'s {dist.dist} deal value")
+                and (values <= 0).any()
+            ):
+                bad(name, "draws must be positive")
+        else:
+            channel, fld = parts
+            if known(name, "channel", channel, scenario.channels):
+                known(name, "arrival field", fld, [*ARRIVAL_FIELDS, "k"])
+    for (stage, channel), outcomes in covered.items():
+        missing = [o for o in _outcomes_of(scenario, stage, channel) if o not in outcomes]
+        if missing:
+            bad(
+                f"p__{stage}__{channel}__{missing[0]}",
+                f"is missing: the posterior gives {stage}'s other outcomes for {channel}, so "
+                "it must give all of them",
+            )
+    return problems
+
+
+_POSTERIOR_NAMES = {
+    "p": "p__<stage>__<channel>__<outcome>",
+    "duration": "duration__<stage>__<outcome or all>__<field>",
+    "value": "value__<channel>__<field>",
+    "arrivals": "arrivals__<channel>__<field>",
+}
+
+
+def _outcomes_of(scenario: Scenario, stage: str, channel: str) -> list[str]:
+    spec = scenario.stages[stage]
+    override = spec.channels.get(channel)
+    chosen = override.next if override is not None and override.next is not None else spec.next
+    return list(chosen.dirichlet if isinstance(chosen, Dirichlet) else chosen)
+
+
+def _dist_fields(dist: _Dist) -> list[str]:
+    return [f for f in type(dist).model_fields if f != "dist"]
 
 
 def read_customers(path: Path) -> CustomerHistory:

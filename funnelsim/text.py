@@ -449,16 +449,14 @@ def events_fit_text(result) -> str:
             for name, p in par.items()
             if name.startswith(prefix)
         )
-        rows.append([d["stage"], d["outcome"], d["family"], number(d["completed_stays"]), fields])
+        rows.append([d["stage"], d["outcome"], d["family"], fields, number(d["completed_stays"])])
     out.append(
-        _table(["stage", "to", "family", "completed stays", "parameters [5%, 95%]"], rows, left=3)
+        _table(["stage", "to", "family", "parameters [5%, 95%]", "completed stays"], rows, left=4)
     )
-    out += ["", "Lead arrivals per channel (leads per month at the scenario's start):"]
-    rows = []
+    out += ["", "Lead arrivals per channel (posterior mean [5%, 95%] at the scenario's start):"]
     for a in e["arrivals"]:
         rate = par[f"arrivals__{a['channel']}__leads_per_month"]
-        rows.append([a["channel"], _interval(rate, ",.1f"), a["choice"]])
-    out.append(_table(["channel", "leads per month [5%, 95%]", "model"], rows, left=1))
+        out.append(f"  {a['channel']}: {_interval(rate, ',.1f')} leads per month; {a['choice']}")
     out += ["", "Deal value per channel (lognormal; median in the log's currency):"]
     rows = [
         [

@@ -355,7 +355,7 @@ class StayDraws:
             self.targets[t.index, :k] = t.targets
             # thresholds per cell (replication × channels + channel), one column per slot
             cum = np.cumsum(p, axis=2)[:, :, : k - 1].reshape(reps * self.channels, k - 1)
-            if t.uncertain or not (t.probs == t.probs[0]).all():
+            if not (p == p[0, 0]).all():  # by channel, Dirichlet or posterior draws
                 self._choice.append(("cell", np.ascontiguousarray(cum.T)))
             else:
                 self._choice.append(("scalar", [float(x) for x in cum[0]]))
@@ -455,6 +455,10 @@ class StayDraws:
                 for rep, mm in _groups(leads.rep[rows], self.inputs.volume.shape[0]):
                     r, k = rows[mm], cols[mm]
                     weights[r, k] *= self._dist(stage, g, rep).sf(age[r])
+        # a lead older than every duration of its replication's draw (possible only with
+        # bounded durations) closes at once, by the unconditioned probabilities
+        outlived = weights.sum(axis=1) <= 0
+        weights[outlived] = self.inputs.probs[stage][leads.rep[outlived], leads.channel[outlived]]
         cum = np.cumsum(weights, axis=1)
         cum /= cum[:, -1:]
         slot = (u[:, None] > cum[:, :-1]).sum(axis=1)
@@ -468,9 +472,10 @@ class StayDraws:
             for rep, mm in _groups(leads.rep[index], self.inputs.volume.shape[0]):
                 at = index[mm]
                 dist = self._dist(stage, g, rep)
-                old, new = at[aged[at]], at[~aged[at]]
+                old, new = at[aged[at] & ~outlived[at]], at[~aged[at]]
                 days[old] = dist.residual(keys[old], age[old])
                 days[new] = dist.draw(keys[new])
+        days[outlived] = 0.0
         return slot, np.maximum(days, 0.0)
 
     def deal_value(self, cell: np.ndarray, key: np.ndarray) -> np.ndarray:
