@@ -431,6 +431,9 @@ def events_fit_text(result) -> str:
         f"Funnel as of {e['as_of']}: {e['leads']:,} leads since {e['history_start']} "
         f"in {len(e['channels'])} channels, {e['open_leads']:,} still open "
         "(censored: they count as 'not yet left', never as lost)",
+        "  open by stage: "
+        + ", ".join(f"{stage} {n:,}" for stage, n in e["open_by_stage"].items())
+        + " (the scenario's opening pipeline)",
         "",
         "Where leads go next, by stage and channel (posterior mean [5%, 95%]):",
     ]

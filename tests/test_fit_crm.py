@@ -451,3 +451,34 @@ def test_90_intervals_cover_the_truth_in_80_to_97_percent_of_cases(truth, tmp_pa
     coverage = 1 - misses / cases
     assert cases >= 400
     assert 0.80 <= coverage <= 0.97, (coverage, cases)
+
+
+def test_events_and_transactions_fit_into_one_scenario(truth, tmp_path):
+    """--events with --transactions: one scenario with the funnel, the repeat model and the
+    existing customers, and one posterior file holding both (short chains: the structure is
+    checked here, not the estimates)."""
+    rng = np.random.default_rng(4)
+    rows = ["customer_id,date,amount"]
+    for c in range(300):
+        day = np.datetime64("2026-01-01") + int(rng.integers(0, 90))
+        rate = rng.gamma(0.5, 1 / 20)  # purchases per day
+        while day <= np.datetime64("2026-05-31"):
+            rows.append(f"C{c},{day},{rng.lognormal(4, 0.5):.2f}")
+            day = day + max(1, int(rng.exponential(1 / rate)))
+    (tmp_path / "tx.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["fit", "--events", str(truth[1]), "--transactions", str(tmp_path / "tx.csv")]
+    args += ["--as-of", "2026-05-31", "--draws", "100", "--tune", "100", "--chains", "2"]
+    result = CliRunner().invoke(main, [*args, "--accept-warnings", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Repeat purchases as of 2026-05-31" in result.output
+    assert "Funnel as of 2026-05-31" in result.output
+    scenario = load_scenario(out / "scenario.yaml")
+    assert scenario.repeat is not None and scenario.repeat.model == "bg_nbd"
+    assert len(scenario.customer_history.customer_id) == 300
+    assert len(scenario.open_leads) > 0
+    draws = scenario.posterior_draws
+    assert {"r", "alpha", "a", "b", "p__proposal__web__won"} <= set(draws)
+    assert "repeat" in json.loads((out / "estimates.json").read_text())
+    t = run_forecast(scenario, replications=20, workers=1).totals()
+    assert (t["revenue_repeat"].values > 0).all()

@@ -39,14 +39,19 @@ from funnelsim.fit.io import (
     _day,
     _frozen,
     _parse_amounts,
-    _read_table,
     _shown,
     _sorted,
     _text,
+    column_names,
+    read_table,
 )
 
 COLUMNS = ("lead_id", "channel", "stage", "entered_at", "value")
 REQUIRED = COLUMNS[:4]
+STAGE_HISTORY = (
+    "stage history",
+    f"a header {','.join(REQUIRED)}[,value] and a row per stage a lead entered",
+)
 WON, LOST = "won", "lost"
 OPEN_OUTCOME, WON_OUTCOME, LOST_OUTCOME = 0, 1, 2  # values of ``CrmHistory.outcome``
 NS_PER_DAY = 86_400 * 10**9
@@ -198,8 +203,8 @@ def read_events(
     """
     source = str(path)
     funnel = _stage_list(stages, source)
-    names = _column_names(columns, source)
-    frame, rows, malformed = _read_log(Path(path), source)
+    names = column_names(columns, COLUMNS, source)
+    frame, rows, malformed = read_table(Path(path), source, STAGE_HISTORY)
     frame = _pick_columns(frame, names, source)
     parsed = _parse_rows(frame, rows, funnel)
     _mark_duplicates(parsed)
@@ -285,62 +290,6 @@ def _stage_list(stages: list[str] | None, source: str) -> tuple[str, ...]:
     if problems:
         raise InputError(source, problems)
     return tuple(str(s).strip() for s in stages)
-
-
-def _column_names(columns: dict[str, str] | None, source: str) -> dict[str, str]:
-    """The log's column name for each of lead_id, channel, stage, entered_at and value."""
-    names = {name: name for name in COLUMNS}
-    problems = []
-    for name, given in (columns or {}).items():
-        if name not in COLUMNS:
-            problems.append(
-                Problem(
-                    "columns",
-                    f"{name}={given}: unknown name {name!r}{did_you_mean(name, COLUMNS)}; "
-                    f"expected one of {', '.join(COLUMNS)}",
-                )
-            )
-        elif not str(given).strip():
-            problems.append(Problem("columns", f"{name}= names no column; expected {name}=NAME"))
-        else:
-            names[name] = str(given).strip()
-    by_column: dict[str, list[str]] = {}
-    for name, column in names.items():
-        by_column.setdefault(column, []).append(name)
-    for column, mapped in by_column.items():
-        if len(mapped) > 1:
-            problems.append(
-                Problem(
-                    "columns",
-                    f"{' and '.join(mapped)} {'both' if len(mapped) == 2 else 'all'} map to "
-                    f"column {column!r}; expected different columns",
-                )
-            )
-    if problems:
-        raise InputError(source, problems)
-    return names
-
-
-def _read_log(path: Path, source: str) -> tuple[pd.DataFrame, np.ndarray, list[Problem]]:
-    """The log as read by the transaction log's reader, its messages naming a stage history.
-
-    (That reader's messages name the transaction log and its header; until it takes the
-    file's description, they are reworded here.)
-    """
-    try:
-        return _read_table(path, source)
-    except InputError as exc:
-        reworded = []
-        for problem in exc.problems:
-            message = problem.message
-            if message.startswith("the file is empty"):
-                message = (
-                    f"the file is empty; expected a header {','.join(REQUIRED)}[,value] and a "
-                    "row per stage a lead entered"
-                )
-            message = message.replace("transaction log", "stage history")
-            reworded.append(Problem(problem.where, message))
-        raise InputError(source, reworded) from None
 
 
 def _pick_columns(frame: pd.DataFrame, names: dict[str, str], source: str) -> pd.DataFrame:

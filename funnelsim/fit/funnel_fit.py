@@ -169,6 +169,10 @@ def _estimates(history, durations, arrivals, posterior) -> dict[str, Any]:
         "history_start": history.start.isoformat(),
         "leads": int(len(history)),
         "open_leads": int((history.outcome == 0).sum()),
+        "open_by_stage": {
+            stage: int(((history.stay_outcome < 0) & (history.stay_stage == s)).sum())
+            for s, stage in enumerate(history.stages)
+        },
         "stages": list(history.stages),
         "channels": list(history.channels),
         "durations": [

@@ -106,8 +106,8 @@ def read_transactions(
     counted. A log without a valid row is always an error.
     """
     source = str(path)
-    names = _column_names(columns, source)
-    frame, rows, malformed = _read_table(Path(path), source)
+    names = column_names(columns, COLUMNS, source)
+    frame, rows, malformed = read_table(Path(path), source, TRANSACTION_LOG)
     frame = _pick_columns(frame, names, source)
     parsed = _parse_rows(frame, rows, allow_zero_amounts=allow_zero_amounts)
     if not allow_duplicates:
@@ -129,52 +129,64 @@ def read_transactions(
     return _merge_days(good, source, reasons)
 
 
-def _column_names(columns: dict[str, str] | None, source: str) -> dict[str, str]:
-    """The log's column name for each of customer_id, date and amount."""
-    names = {name: name for name in COLUMNS}
+def column_names(
+    columns: dict[str, str] | None, expected: tuple[str, ...], source: str
+) -> dict[str, str]:
+    """The file's column name for each ``expected`` one, from ``--columns``-style
+    ``{name: column}``: unknown names, empty columns and two names on one column are
+    errors."""
+    names = {name: name for name in expected}
     problems = []
     for name, given in (columns or {}).items():
-        if name not in COLUMNS:
+        if name not in expected:
             problems.append(
                 Problem(
                     "columns",
-                    f"{name}={given}: unknown name {name!r}{did_you_mean(name, COLUMNS)}; "
-                    f"expected one of {', '.join(COLUMNS)}",
+                    f"{name}={given}: unknown name {name!r}{did_you_mean(name, expected)}; "
+                    f"expected one of {', '.join(expected)}",
                 )
             )
         elif not str(given).strip():
             problems.append(Problem("columns", f"{name}= names no column; expected {name}=NAME"))
         else:
             names[name] = str(given).strip()
-    taken: dict[str, str] = {}
+    by_column: dict[str, list[str]] = {}
     for name, column in names.items():
-        if column in taken:
+        by_column.setdefault(column, []).append(name)
+    for column, mapped in by_column.items():
+        if len(mapped) > 1:
             problems.append(
                 Problem(
                     "columns",
-                    f"{taken[column]} and {name} both map to column {column!r}; "
-                    "expected different columns",
+                    f"{' and '.join(mapped)} {'both' if len(mapped) == 2 else 'all'} map to "
+                    f"column {column!r}; expected different columns",
                 )
             )
-        taken.setdefault(column, name)
     if problems:
         raise InputError(source, problems)
     return names
 
 
-def _read_table(path: Path, source: str) -> tuple[pd.DataFrame, np.ndarray, list[Problem]]:
-    """The log as a table, each row's number for messages, and rows too malformed to read."""
+TRANSACTION_LOG = ("transaction log", "a header customer_id,date,amount and a row a purchase")
+
+
+def read_table(
+    path: Path, source: str, kind: tuple[str, str]
+) -> tuple[pd.DataFrame, np.ndarray, list[Problem]]:
+    """A log (CSV, or Parquet by suffix) as a table of text, each row's number for messages,
+    and the rows too malformed to read. ``kind``: what the file is and what it should hold,
+    for messages, e.g. :data:`TRANSACTION_LOG`."""
     if path.suffix.lower() in PARQUET_SUFFIXES:
-        frame = _read_parquet(path, source)
+        frame = _read_parquet(path, source, kind[0])
         return frame, np.arange(1, len(frame) + 1), []
-    return _read_csv(path, source)
+    return _read_csv(path, source, kind)
 
 
-def _read_parquet(path: Path, source: str) -> pd.DataFrame:
+def _read_parquet(path: Path, source: str, what: str) -> pd.DataFrame:
     try:
         frame = pd.read_parquet(path)
     except FileNotFoundError:
-        raise InputError(source, "transaction log not found") from None
+        raise InputError(source, f"{what} not found") from None
     except ImportError as exc:
         raise InputError(source, f"reading Parquet needs pyarrow: {exc}") from None
     except (OSError, ValueError) as exc:
@@ -183,14 +195,13 @@ def _read_parquet(path: Path, source: str) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def _read_csv(path: Path, source: str) -> tuple[pd.DataFrame, np.ndarray, list[Problem]]:
+def _read_csv(
+    path: Path, source: str, kind: tuple[str, str]
+) -> tuple[pd.DataFrame, np.ndarray, list[Problem]]:
     """Read every value as text; row numbers count the header as row 1, like a spreadsheet."""
-    text = read_text(path, "transaction log")
+    text = read_text(path, kind[0])
     if not text.strip():
-        raise InputError(
-            source,
-            "the file is empty; expected a header customer_id,date,amount and a row a purchase",
-        )
+        raise InputError(source, f"the file is empty; expected {kind[1]}")
     try:
         frame = pd.read_csv(
             io.StringIO(text), dtype=str, keep_default_na=False, skip_blank_lines=False
