@@ -271,6 +271,18 @@ _day = click.DateTime(formats=["%Y-%m-%d"])
     "a stage not listed is an error.",
 )
 @click.option(
+    "--won",
+    default="won",
+    show_default=True,
+    help="With --events: the CRM's name of the won stage, e.g. 'Closed Won' (any case).",
+)
+@click.option(
+    "--lost",
+    default="lost",
+    show_default=True,
+    help="With --events: the CRM's name of the lost stage, e.g. 'Closed Lost'.",
+)
+@click.option(
     "--transactions",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Transaction log: customer_id,date,amount (CSV or Parquet).",
@@ -360,6 +372,8 @@ _day = click.DateTime(formats=["%Y-%m-%d"])
 def fit(
     events,
     stages,
+    won,
+    lost,
     transactions,
     columns,
     as_of,
@@ -395,8 +409,14 @@ def fit(
         raise BadInput("error: fit: give --events (a CRM stage history), --transactions, or both")
     if not re_currency(currency):
         raise BadInput(f"error: --currency: {currency!r}: expected an ISO code like USD")
-    if stages is not None and events is None:
-        raise BadInput("error: --stages: only with --events")
+    if events is None:
+        given = [
+            f"--{n}"
+            for n, v in (("stages", stages), ("won", won), ("lost", lost))
+            if v is not None and v != n
+        ]
+        if given:
+            raise BadInput(f"error: {given[0]}: only with --events")
     as_of_day = as_of.date() if as_of else None
     event_columns, tx_columns = _split_columns(_columns(columns), events, transactions)
     repeat_options = {
@@ -424,6 +444,8 @@ def fit(
             as_of=as_of_day,
             columns=event_columns,
             stages=_stage_names(stages),
+            won=won,
+            lost=lost,
             lenient=lenient,
             transactions=None if transactions is None else {"path": transactions, **repeat_options},
         )

@@ -482,3 +482,35 @@ def test_events_and_transactions_fit_into_one_scenario(truth, tmp_path):
     assert "repeat" in json.loads((out / "estimates.json").read_text())
     t = run_forecast(scenario, replications=20, workers=1).totals()
     assert (t["revenue_repeat"].values > 0).all()
+
+
+def test_the_crms_own_names_of_won_and_lost(truth, tmp_path):
+    """HubSpot says "Closed Won": --won/--lost name the terminal stages (any case); the
+    history read is the same as with won/lost."""
+    text = truth[1].read_text(encoding="utf-8")
+    renamed = text.replace(",won,", ",Closed Won,").replace(",lost,", ",closed lost,")
+    (tmp_path / "crm.csv").write_text(renamed, encoding="utf-8")
+    plain = events.read_events(truth[1], as_of=AS_OF)
+    named = events.read_events(
+        tmp_path / "crm.csv", as_of=AS_OF, won="closed won", lost="Closed Lost"
+    )
+    assert named.stages == plain.stages
+    assert np.array_equal(named.stay_outcome, plain.stay_outcome)
+    assert np.array_equal(named.outcome, plain.outcome)
+    # without the names, the "stages" nobody leaves are refused with the hint
+    result = CliRunner().invoke(
+        main, ["fit", "--events", str(tmp_path / "crm.csv"), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2
+    assert "no lead has left stage" in result.output and "--won and --lost" in result.output
+
+
+def test_won_rows_without_a_value_column_are_one_clear_error(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "lead_id,channel,stage,entered_at\nA,web,new,2026-01-01\nA,web,won,2026-01-09\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(main, ["fit", "--events", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "no column 'value', but the 1 won rows need the deal's value" in result.output

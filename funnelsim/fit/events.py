@@ -186,15 +186,18 @@ def read_events(
     stages: list[str] | None = None,
     as_of: date | None = None,
     lenient: bool = False,
+    won: str = WON,
+    lost: str = LOST,
 ) -> CrmHistory:
     """Read a stage history ``lead_id,channel,stage,entered_at[,value]`` and rebuild the stays.
 
     ``columns`` maps the expected names to the log's own, e.g. ``{"lead_id": "Deal ID"}``.
     ``stages`` lists the funnel's stages in order, the first being where new leads enter;
     without it the stages are those seen, ordered by their median position in the leads'
-    paths, and leads enter at the most common first stage. ``as_of`` (default: the last day
-    in the log) ends the history: rows after the end of that day are ignored, so leads
-    arriving later are absent and leads closing later are open.
+    paths, and leads enter at the most common first stage. ``won`` and ``lost`` name the
+    terminal stages as the CRM does (e.g. ``"Closed Won"``; any case). ``as_of`` (default:
+    the last day in the log) ends the history: rows after the end of that day are ignored,
+    so leads arriving later are absent and leads closing later are open.
 
     Bad rows (and, among the rows up to ``as_of``, leads closed twice, with rows after their
     close, changing channel or not starting at the entry stage) raise :class:`InputError`
@@ -205,8 +208,16 @@ def read_events(
     funnel = _stage_list(stages, source)
     names = column_names(columns, COLUMNS, source)
     frame, rows, malformed = read_table(Path(path), source, STAGE_HISTORY)
+    has_values = names["value"] in [str(c) for c in frame.columns]
     frame = _pick_columns(frame, names, source)
-    parsed = _parse_rows(frame, rows, funnel)
+    parsed = _parse_rows(_with_outcomes(frame, won, lost, source), rows, funnel)
+    wins = int((parsed["closing"] == WON_OUTCOME).sum())
+    if wins and not has_values:
+        raise InputError(
+            source,
+            f"no column {names['value']!r}, but the {wins:,} won rows need the deal's value; "
+            "expected a value column (other names can be mapped: columns value=Amount)",
+        )
     _mark_duplicates(parsed)
     bad = parsed["reason"].notna().to_numpy()
     labels = {n: n if names[n] == n else f"{n} (column {names[n]!r})" for n in COLUMNS}
@@ -326,6 +337,21 @@ def _missing_message(missing: list[str], names: dict[str, str], found: list[str]
         f"(found: {','.join(found) or 'nothing'}); other column names can be mapped, "
         "e.g. columns lead_id=Deal ID,stage=Deal stage,entered_at=Date entered"
     )
+
+
+def _with_outcomes(frame: pd.DataFrame, won: str, lost: str, source: str) -> pd.DataFrame:
+    """The rows with the CRM's names of the terminal stages read as won and lost."""
+    won, lost = str(won).strip(), str(lost).strip()
+    if not won or not lost or won.lower() == lost.lower():
+        raise InputError(
+            source,
+            Problem("won/lost", f"{won!r} and {lost!r}: expected two different stage names"),
+        )
+    if (won.lower(), lost.lower()) == (WON, LOST):
+        return frame
+    lower = _text(frame["stage"]).str.lower()
+    stage = frame["stage"].where(lower != won.lower(), WON)
+    return frame.assign(stage=stage.where(lower != lost.lower(), LOST))
 
 
 def _parse_rows(frame: pd.DataFrame, rows: np.ndarray, funnel: tuple[str, ...]) -> pd.DataFrame:

@@ -41,6 +41,8 @@ def fit_events(
     as_of: date | None = None,
     columns: dict[str, str] | None = None,
     stages: list[str] | None = None,
+    won: str = events.WON,
+    lost: str = events.LOST,
     lenient: bool = False,
     draws: int = DRAWS,
     tune: int = DRAWS,
@@ -56,7 +58,9 @@ def fit_events(
     ``transactions``, when given, holds the options of :func:`fit_repeat` (path and all),
     whose fit joins the scenario.
     """
-    history = events.read_events(path, columns=columns, stages=stages, as_of=as_of, lenient=lenient)
+    history = events.read_events(
+        path, columns=columns, stages=stages, as_of=as_of, lenient=lenient, won=won, lost=lost
+    )
     _check_fittable(history)
     durations = crm.choose_durations(history)
     month_labels, counts, exposure = history.monthly_arrivals()
@@ -135,7 +139,8 @@ def _check_fittable(history) -> None:
     if empty:
         raise ValueError(
             f"no lead has left stage {', '.join(empty)} before --as-of "
-            f"{history.as_of}: its outcomes cannot be fitted (give a later --as-of)"
+            f"{history.as_of}: its outcomes cannot be fitted (give a later --as-of; if the "
+            "CRM calls its won and lost stages otherwise, name them with --won and --lost)"
         )
 
 
