@@ -77,7 +77,7 @@ def likelihoods(history):
     done = history.stay_outcome >= 0
     channel = history.channel[history.stay_lead]
     theta = pt.dvector("theta")
-    size, at = 0, {}
+    size = 0
 
     def take(n):
         nonlocal size
@@ -118,9 +118,9 @@ def likelihoods(history):
         v = history.value[won & (history.channel == c)]
         a, b = pt.exp(take(1)[0]), pt.exp(take(1)[0])
         mu, logs = pt.log(a), np.log(v)
-        ss += -v.size * pt.log(b) - (
-            (logs**2).sum() - 2 * mu * logs.sum() + v.size * mu**2
-        ) / (2 * b**2)
+        ss += -v.size * pt.log(b) - ((logs**2).sum() - 2 * mu * logs.sum() + v.size * mu**2) / (
+            2 * b**2
+        )
         row += pt.sum(logp(LogNormal.dist(mu=mu, sigma=b), v))
     compiled = {}
     for name, expr in (("sufficient statistics", ss), ("per row", row)):
@@ -160,7 +160,10 @@ def main(argv: list[str] | None = None) -> None:
         per_call = {}
         for name, (f, compile_s) in compiled.items():
             per_call[name] = time_calls(f, points[0])
-            print(f"{name}: compile {compile_s:.1f} s, log-lik + gradient {per_call[name] * 1e6:,.0f} µs")
+            print(
+                f"{name}: compile {compile_s:.1f} s, "
+                f"log-lik + gradient {per_call[name] * 1e6:,.0f} µs"
+            )
         gap = [
             float(compiled["per row"][0](p)[0] - compiled["sufficient statistics"][0](p)[0])
             for p in points
@@ -179,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(
             (
                 "log-likelihood + gradient, completed stays and deal values",
-                f"{per_call['sufficient statistics'] * 1e6:,.0f} µs ({ratio:.0f}× the per-row baseline)",
+                f"{per_call['sufficient statistics'] * 1e6:,.0f} µs "
+                f"({ratio:.0f}× the per-row baseline)",
                 "exact" if exact else "NOT EXACT",
                 "",
             )

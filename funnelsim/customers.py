@@ -213,7 +213,8 @@ def simulate_cohort(
     last = np.full(n, np.inf)  # BG/NBD: the J-th repeat purchase is the last
     if isinstance(model, BGNBD):
         p_drop = draws.beta(model.a, b if x is None else b[buyers], _DROPOUT, buyers)
-        with np.errstate(divide="ignore"):
+        # p_drop → 0 (or exactly 0) gives an infinite last purchase: never drops out
+        with np.errstate(divide="ignore", over="ignore"):
             last[buyers] = 1 + np.floor(np.log(draws.uniform(_DIE, buyers)) / np.log1p(-p_drop))
         stops = last[buyers] == 1
         until[buyers[stops]] = first[stops]
