@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         path = make_history(folder)
-        history = events.read_events(path, as_of=AS_OF)
+        history = events.read_events(path, as_of=date.fromisoformat(AS_OF))
         print(
             f"history: {len(history):,} leads to {AS_OF}, {len(history.stay_stage):,} stays, "
             f"{int((history.outcome == 0).sum()):,} leads open, "

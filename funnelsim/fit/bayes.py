@@ -109,26 +109,113 @@ def posterior_mode(m: pm.Model, start: dict[str, float] | None = None) -> dict[s
     return {k: float(v) for k, v in point.items() if not k.endswith("__")}
 
 
-def sample(m: pm.Model, *, draws: int, tune: int, chains: int, seed: int, cores: int):
+def sample(
+    m: pm.Model,
+    *,
+    draws: int,
+    tune: int,
+    chains: int,
+    seed: int,
+    cores: int,
+    from_mode: bool = False,
+):
     """NUTS samples as ArviZ InferenceData (PyMC's progress log is silenced: the library
-    does not print; the diagnostics are returned to the caller)."""
+    does not print; the diagnostics are returned to the caller).
+
+    ``from_mode``: start the chains near the posterior mode, with the mass matrix's first
+    guess from the curvature there (:func:`mode_and_scale`), instead of PyMC's default
+    (the prior's centre, identity mass matrix). For a posterior with many observations
+    behind some parameters and few behind others (a funnel's stages), the default spends
+    most of its warmup on long trajectories while the mass matrix adapts; this start
+    needs about a third of the gradient evaluations and compiles the model once.
+    """
     logger = logging.getLogger("pymc")
     level = logger.level
     logger.setLevel(logging.WARNING)
+    options = dict(
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        cores=cores,
+        random_seed=seed,
+        progressbar=False,
+        compute_convergence_checks=False,
+    )
     try:
         with m:
-            return pm.sample(
-                draws=draws,
-                tune=tune,
-                chains=chains,
-                cores=cores,
-                random_seed=seed,
-                progressbar=False,
-                target_accept=0.9,
-                compute_convergence_checks=False,
-            )
+            if not from_mode:
+                return pm.sample(target_accept=TARGET_ACCEPT, **options)
+            step, starts = _nuts_from_mode(m, chains, seed)
+            return pm.sample(step=step, initvals=starts, **options)
     finally:
         logger.setLevel(level)
+
+
+TARGET_ACCEPT = 0.9
+
+
+def _nuts_from_mode(m: pm.Model, chains: int, seed: int):
+    """A NUTS step with its mass matrix's first guess from the curvature at the posterior
+    mode, and each chain's start: the mode jittered by up to one posterior sd per
+    coordinate (dispersed starts, so R-hat can see chains that disagree)."""
+    from pymc.blocking import DictToArrayBijection, RaveledVars
+    from pymc.step_methods.hmc.quadpotential import QuadPotentialDiagAdapt
+
+    fn = m.logp_dlogp_function(ravel_inputs=True)
+    fn.trust_input = True
+    fn.set_extra_values({})
+    point = m.initial_point()
+    start = DictToArrayBijection.map({v.name: point[v.name] for v in fn._grad_vars})
+    mode, variance = mode_and_scale(lambda x: fn(x), start.data)
+    rng = np.random.default_rng(seed)
+    starts = []
+    for _ in range(chains):
+        x = mode + np.sqrt(variance) * rng.uniform(-1.0, 1.0, mode.size)
+        values = DictToArrayBijection.rmap(RaveledVars(x, start.point_map_info))
+        # as tensors: PyMC maps a transformed start back through its transform
+        # symbolically (a NumPy array fails in the simplex transform)
+        starts.append({k: pt.as_tensor_variable(v) for k, v in values.items()})
+    potential = QuadPotentialDiagAdapt(mode.size, mode, variance, 10, rng=rng.integers(2**32))
+    step = pm.NUTS(potential=potential, logp_dlogp_func=fn, target_accept=TARGET_ACCEPT)
+    return step, starts
+
+
+def mode_and_scale(
+    logp_dlogp: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    x: np.ndarray,
+    *,
+    iterations: int = 50,
+    h: float = 1e-4,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The posterior mode, approached by Newton steps on the diagonal of the Hessian
+    (finite differences of the gradient: one gradient per coordinate) with backtracking,
+    and 1 / the negative Hessian's diagonal there: each coordinate's variance with the
+    others held fixed, a first guess for NUTS's mass matrix (which it then adapts).
+
+    The search stops when a step gains less than 0.001 in log density: within about
+    √0.002 ≈ 0.05 posterior sd of the mode, close enough for a sampler's start."""
+    logp, grad = logp_dlogp(x)
+    curvature = np.ones_like(x)
+    for _ in range(iterations):
+        curvature = np.empty_like(x)
+        for i in range(x.size):
+            bumped = x.copy()
+            bumped[i] += h
+            curvature[i] = (grad[i] - logp_dlogp(bumped)[1][i]) / h
+        curvature = np.where(np.isfinite(curvature) & (curvature > 1e-8), curvature, 1.0)
+        step = np.clip(grad / curvature, -2.0, 2.0)
+        for _ in range(20):
+            new_logp, new_grad = logp_dlogp(x + step)
+            if np.isfinite(new_logp) and new_logp >= logp:
+                break
+            step /= 2
+        else:
+            break
+        x, gain = x + step, new_logp - logp
+        logp, grad = new_logp, new_grad
+        if gain < 1e-3:
+            break
+    return x, 1.0 / curvature
 
 
 def log_likelihood_at(model: str, params: dict[str, float], x, t_x, T) -> float:

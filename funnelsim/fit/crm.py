@@ -121,6 +121,89 @@ def stage_outcomes(history) -> dict[int, list[int]]:
 # and one small expression per stage, channel and outcome would take minutes to compile.
 
 
+@dataclass(frozen=True)
+class TransitionLayout:
+    """Where each stage's transition probabilities sit: one row per stage with two or more
+    outcomes for the funnel-wide mean, then one per channel; one column per outcome,
+    padded to the widest stage. ``index`` gives each cell's logit: a position in the free
+    vector θ, or ``len(θ)`` (the last outcome's logit, fixed at 0) or ``len(θ) + 1``
+    (padding, logit -inf)."""
+
+    index: np.ndarray  # (rows, widest) int
+    real: np.ndarray  # (rows, widest) bool: a stage's outcome, not padding
+    first_row: dict[int, int]  # stage -> its mean's row; its channels follow
+    channels: int
+    free: int
+
+    @classmethod
+    def of(cls, history) -> TransitionLayout:
+        fitted = {s: ks for s, ks in stage_outcomes(history).items() if len(ks) >= 2}
+        channels = len(history.channels)
+        widest = max((len(ks) for ks in fitted.values()), default=2)
+        rows = len(fitted) * (1 + channels)
+        free = sum((1 + channels) * (len(ks) - 1) for ks in fitted.values())
+        index = np.full((rows, widest), free + 1)
+        real = np.zeros((rows, widest), dtype=bool)
+        first_row, row, at = {}, 0, 0
+        for s, ks in fitted.items():
+            first_row[s] = row
+            for r in range(row, row + 1 + channels):
+                index[r, : len(ks) - 1] = np.arange(at, at + len(ks) - 1)
+                index[r, len(ks) - 1] = free
+                real[r, : len(ks)] = True
+                at += len(ks) - 1
+            row += 1 + channels
+        return cls(index, real, first_row, channels, free)
+
+    def position(self, stage: int, channel: int, outcome: int) -> int:
+        """The flat position of p[stage, channel, outcome] in the (rows × widest) matrix."""
+        return (self.first_row[stage] + 1 + channel) * self.index.shape[1] + outcome
+
+    def probabilities(self, theta: np.ndarray) -> np.ndarray:
+        """The (…, rows, widest) probabilities from draws of θ (…, free)."""
+        ext = np.concatenate(
+            [theta, np.zeros((*theta.shape[:-1], 1)), np.full((*theta.shape[:-1], 1), -np.inf)],
+            axis=-1,
+        )
+        z = ext[..., self.index]
+        z = z - z.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=-1, keepdims=True)
+
+
+def _transitions(pm, pt, layout: TransitionLayout):
+    """The transition probabilities' prior, written by hand on their logits so that every
+    stage shares one vector of parameters and one set of operations (PyTensor compiles C
+    for each distinct expression: eight Dirichlet variables with their simplex transforms
+    took 40 s to compile on a fresh machine, this takes a few). The density is the same:
+    for a stage with outcomes 1…K, the mean μ ~ Dirichlet(1, …, 1) and each channel's
+    p ~ Dirichlet(POOLING · μ), on additive log-ratio coordinates θ (logit of outcome K
+    fixed at 0), whose Jacobian is Π x_k:
+
+        log π(θ) = Σ_k log μ_k + Σ_channels Σ_k (POOLING μ_k log p_k − log Γ(POOLING μ_k))
+
+    up to a constant. Returns log p as a (rows × widest) matrix, 0 in the padding."""
+    if layout.free == 0:  # every stage has a single outcome: nothing to fit
+        return pt.zeros(layout.index.shape)
+    theta = pm.Flat("transition_logits", shape=layout.free)
+    ext = pt.concatenate([theta, pt.as_tensor(np.array([0.0, -np.inf]))])
+    z = ext[layout.index]
+    log_x = z - pm.math.logsumexp(z, axis=1, keepdims=True)
+    # padding is log 0: replaced before any product, so no 0 · ∞ reaches a gradient
+    log_x = pt.where(layout.real, log_x, 0.0)
+    rows = layout.index.shape[0]
+    means = np.array(sorted(layout.first_row.values()), dtype=int)
+    mean_of = np.repeat(means, 1 + layout.channels)
+    channel_rows = np.setdiff1d(np.arange(rows), means)
+    alpha = POOLING * pt.exp(log_x)[mean_of[channel_rows]]
+    real = layout.real[channel_rows].astype(float)
+    pm.Potential(
+        "transitions_prior",
+        pt.sum(log_x[means]) + pt.sum(real * (alpha * log_x[channel_rows] - pt.gammaln(alpha))),
+    )
+    return log_x
+
+
 def build_model(history, durations: list[DurationChoice], arrival_fits=None):
     """The joint model of transitions, times in stage (with the open stays censored),
     deal values and (optionally) arrivals."""
@@ -132,48 +215,49 @@ def build_model(history, durations: list[DurationChoice], arrival_fits=None):
     open_stay = history.stay_outcome < 0
     done = ~open_stay
     stay_channel = history.channel[history.stay_lead]
-    model = pm.Model()
+    # every parameter is constrained by its transform: no bounds to check at each step
+    model = pm.Model(check_bounds=False)
+    layout = TransitionLayout.of(history)
     with model:
-        log_p = {}
+        log_p = _transitions(pm, pt, layout)
+        counts = np.zeros(layout.index.shape)
         for s, ks in outcomes.items():
-            if len(ks) < 2:
+            if s not in layout.first_row:
                 continue
-            stage = history.stages[s]
-            # the funnel-wide probabilities, and each channel's around them with a fixed
-            # concentration (POOLING pseudo-leads): partial pooling without a hyper-
-            # parameter whose funnel-shaped posterior would make NUTS diverge
-            mean = pm.Dirichlet(f"mean_p__{stage}", a=np.ones(len(ks)))
-            p = pm.Dirichlet(f"p__{stage}", a=POOLING * mean, shape=(len(channels), len(ks)))
-            log_p[s] = pt.log(p)
             here = done & (history.stay_stage == s)
-            counts = np.array(
-                [
-                    [(here & (stay_channel == c) & (history.stay_outcome == k)).sum() for k in ks]
-                    for c in range(len(channels))
-                ]
-            )
-            pm.Potential(f"counts__{stage}", pt.sum(counts * log_p[s]))
-        log_survival = _durations(pm, pt, history, durations, done, open_stay)
-        for s, ks in outcomes.items():
-            rows = np.flatnonzero(open_stay & (history.stay_stage == s))
-            if rows.size == 0:
-                continue
-            if len(ks) < 2:  # one outcome: only its time in stage is censored
-                pm.Potential(f"open__{history.stages[s]}", pt.sum(log_survival[(s, ks[0])]))
-                continue
-            terms = pt.stack(
-                [log_p[s][stay_channel[rows], j] + log_survival[(s, k)] for j, k in enumerate(ks)]
-            )
-            pm.Potential(f"open__{history.stages[s]}", pt.sum(pm.math.logsumexp(terms, axis=0)))
+            rows = layout.first_row[s] + 1 + stay_channel[here]
+            np.add.at(counts, (rows, np.searchsorted(ks, history.stay_outcome[here])), 1)
+        if counts.any():
+            pm.Potential("transitions", pt.sum(counts * log_p))
+        # log p as one flat vector for one gather below, with two more slots: log 1 (the
+        # only outcome of a stage that has one) and log 0 (padding)
+        zero, impossible = layout.index.size, layout.index.size + 1
+        log_p = pt.concatenate([log_p.ravel(), pt.as_tensor(np.array([0.0, -np.inf]))])
+        log_survival, where = _durations(pm, pt, history, durations, done, open_stay)
+        rows = np.flatnonzero(open_stay)
+        if rows.size:
+            # each open stay: log Σ_k p_k S_k(age) over its stage's outcomes k, as one
+            # (open stays × most outcomes) matrix padded with log 0
+            width = max(len(ks) for ks in outcomes.values())
+            p_index = np.full((rows.size, width), impossible)
+            s_index = np.zeros((rows.size, width), dtype=int)
+            for i, r in enumerate(rows):
+                s, c = history.stay_stage[r], stay_channel[r]
+                ks = outcomes[s]
+                for j, k in enumerate(ks):
+                    p_index[i, j] = zero if len(ks) < 2 else layout.position(s, c, j)
+                    s_index[i, j] = where[(r, s, k)]
+            terms = log_p[p_index] + log_survival[s_index]
+            pm.Potential("open_stays", pt.sum(pm.math.logsumexp(terms, axis=1)))
         _deal_values(pm, pt, history)
         if arrival_fits:
             from funnelsim.fit.arrivals import add_arrivals
 
-            months, counts, exposure = history.monthly_arrivals()
+            months, arrivals, exposure = history.monthly_arrivals()
             for c, channel in enumerate(channels):
                 add_arrivals(
                     arrival_fits[c],
-                    counts[c],
+                    arrivals[c],
                     exposure,
                     months,
                     name_prefix=f"arrival__{channel}__",
@@ -181,15 +265,16 @@ def build_model(history, durations: list[DurationChoice], arrival_fits=None):
     return model
 
 
-def _durations(pm, pt, history, durations, done, open_stay) -> dict:
+def _durations(pm, pt, history, durations, done, open_stay):
     """Times in stage: one vector of parameters per family; the completed stays' density by
-    sufficient statistics (lognormal, gamma) or per stay (Weibull). Returns, per (stage,
-    outcome), log S(age) of the stage's open stays."""
+    sufficient statistics (lognormal, gamma) or per stay (Weibull); the open stays'
+    log S(age), one vector for all of them (one call per family). Returns that vector and,
+    per (open stay, stage, outcome), the position of its log S in it."""
     families: dict[str, list[DurationChoice]] = {}
     for choice in durations:
         families.setdefault(choice.family, []).append(choice)
-    survival = {}
     outcomes = stage_outcomes(history)
+    survival, where, size = [], {}, 0
     for family, group in families.items():
         masks = []
         for choice in group:
@@ -202,12 +287,12 @@ def _durations(pm, pt, history, durations, done, open_stay) -> dict:
         guess = np.array([np.median(d) if d.size else 1.0 for d in days])
         mean_guess = np.array([d.mean() if d.size else 1.0 for d in days])
         name = f"duration_{family}"
-        size = len(group)
+        count = len(group)
         if family == "lognormal":
             median = pm.LogNormal(
-                f"{name}_median", mu=np.log(np.maximum(guess, 1e-3)), sigma=2.0, shape=size
+                f"{name}_median", mu=np.log(np.maximum(guess, 1e-3)), sigma=2.0, shape=count
             )
-            sigma = pm.HalfNormal(f"{name}_sigma", sigma=2.0, shape=size)
+            sigma = pm.HalfNormal(f"{name}_sigma", sigma=2.0, shape=count)
             mu = pt.log(median)
             s1 = np.array([np.log(d).sum() for d in days])
             s2 = np.array([(np.log(d) ** 2).sum() for d in days])
@@ -215,12 +300,12 @@ def _durations(pm, pt, history, durations, done, open_stay) -> dict:
                 f"times_{family}",
                 pt.sum(-n * pt.log(sigma) - (s2 - 2 * mu * s1 + n * mu**2) / (2 * sigma**2)),
             )
-            params = (mu, sigma)
+            params, dist = (mu, sigma), pm.LogNormal
         elif family == "gamma":
             mean = pm.LogNormal(
-                f"{name}_mean", mu=np.log(np.maximum(mean_guess, 1e-3)), sigma=2.0, shape=size
+                f"{name}_mean", mu=np.log(np.maximum(mean_guess, 1e-3)), sigma=2.0, shape=count
             )
-            shape = pm.LogNormal(f"{name}_shape", mu=0.0, sigma=1.5, shape=size)
+            shape = pm.LogNormal(f"{name}_shape", mu=0.0, sigma=1.5, shape=count)
             rate = shape / mean
             s_log = np.array([np.log(d).sum() for d in days])
             s_d = np.array([d.sum() for d in days])
@@ -232,35 +317,36 @@ def _durations(pm, pt, history, durations, done, open_stay) -> dict:
                     - rate * s_d
                 ),
             )
-            params = (shape, rate)
+            params, dist = (shape, rate), pm.Gamma
         else:
             scale = pm.LogNormal(
-                f"{name}_scale", mu=np.log(np.maximum(mean_guess, 1e-3)), sigma=2.0, shape=size
+                f"{name}_scale", mu=np.log(np.maximum(mean_guess, 1e-3)), sigma=2.0, shape=count
             )
-            shape = pm.LogNormal(f"{name}_shape", mu=0.0, sigma=1.0, shape=size)
+            shape = pm.LogNormal(f"{name}_shape", mu=0.0, sigma=1.0, shape=count)
             index = np.concatenate([np.full(d.size, i) for i, d in enumerate(days)]).astype(int)
             obs = np.concatenate(days)
             pm.Potential(
                 f"times_{family}",
                 pt.sum(pm.logp(pm.Weibull.dist(alpha=shape[index], beta=scale[index]), obs)),
             )
-            params = (shape, scale)
+            params, dist = (shape, scale), pm.Weibull
+        # the open stays this family's durations apply to: (stay, which duration)
+        stays, which = [], []
         for i, choice in enumerate(group):
             rows = np.flatnonzero(open_stay & (history.stay_stage == choice.stage))
-            if rows.size == 0:
-                continue
-            age = np.maximum(history.stay_days[rows], 1e-6)
-            if family == "lognormal":
-                dist = pm.LogNormal.dist(mu=params[0][i], sigma=params[1][i])
-            elif family == "gamma":
-                dist = pm.Gamma.dist(alpha=params[0][i], beta=params[1][i])
-            else:
-                dist = pm.Weibull.dist(alpha=params[0][i], beta=params[1][i])
-            value = pm.logccdf(dist, age)
             keys = [choice.outcome] if choice.outcome is not None else outcomes[choice.stage]
-            for k in keys:
-                survival[(choice.stage, k)] = value
-    return survival
+            for r in rows:
+                for k in keys:
+                    where[(r, choice.stage, k)] = size + len(stays)
+                stays.append(r)
+                which.append(i)
+        if stays:
+            which = np.array(which)
+            age = np.maximum(history.stay_days[np.array(stays)], 1e-6)
+            survival.append(pm.logccdf(dist.dist(params[0][which], params[1][which]), age))
+            size += len(stays)
+    log_survival = pt.concatenate(survival) if survival else pt.zeros(1)
+    return log_survival, where
 
 
 def _deal_values(pm, pt, history) -> None:
@@ -289,13 +375,21 @@ def posterior_variables(idata, history, durations, arrival_fits, first_forecast_
     outcomes = stage_outcomes(history)
     one = xr.ones_like(post["value_sigma"].isel({post["value_sigma"].dims[-1]: 0}, drop=True))
     out: dict[str, xr.DataArray] = {}
+    layout = TransitionLayout.of(history)
+    if layout.free:
+        theta = post["transition_logits"]
+        p = layout.probabilities(theta.values)  # (chain, draw, rows, widest)
+        coords = {"chain": theta["chain"], "draw": theta["draw"]}
     for s, ks in outcomes.items():
         stage = history.stages[s]
         for c, channel in enumerate(history.channels):
             for j, k in enumerate(ks):
                 key = f"p__{stage}__{channel}__{names[k]}"
-                var = post.get(f"p__{stage}")
-                out[key] = one if var is None else _element(var, c, j)
+                if s not in layout.first_row:
+                    out[key] = one
+                    continue
+                row = layout.first_row[s] + 1 + c
+                out[key] = xr.DataArray(p[..., row, j], coords=coords, dims=("chain", "draw"))
     families: dict[str, list[DurationChoice]] = {}
     for choice in durations:
         families.setdefault(choice.family, []).append(choice)

@@ -74,7 +74,9 @@ def fit_events(
 
     cores = cores or min(chains, os.cpu_count() or 1)
     model = crm.build_model(history, durations, arrivals)
-    idata = bayes.sample(model, draws=draws, tune=tune, chains=chains, seed=seed, cores=cores)
+    idata = bayes.sample(
+        model, draws=draws, tune=tune, chains=chains, seed=seed, cores=cores, from_mode=True
+    )
     start = history.as_of + timedelta(days=1)
     first_month = f"{start.year:04d}-{start.month:02d}"
     posterior = crm.posterior_variables(idata, history, durations, arrivals, first_month)
