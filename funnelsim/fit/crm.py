@@ -20,7 +20,10 @@ seen to go to from s):
 
 Completed stays enter through sufficient statistics where these are exact (counts of each
 outcome; n, Σ log d and Σ (log d)² for a lognormal; n, Σ d and Σ log d for a gamma), so the
-sampler's cost grows with the open stays, not with the history's length.
+sampler's cost grows with the open stays, not with the history's length. The model is also
+written for a short compilation on a fresh machine (PyTensor compiles C for every distinct
+expression): the transition priors of all stages on one vector of logits, the open stays'
+terms as one gather per duration family.
 
 Posterior variables are named as the scenario's fields, for :mod:`funnelsim.engine.common`:
 ``p__<stage>__<channel>__<outcome>``, ``duration__<stage>__<outcome>__<field>`` (``all``

@@ -43,6 +43,7 @@ from funnelsim.fit.io import (
     _sorted,
     _text,
     column_names,
+    missing_columns_message,
     read_table,
 )
 
@@ -311,7 +312,16 @@ def _pick_columns(frame: pd.DataFrame, names: dict[str, str], source: str) -> pd
         name for name in COLUMNS if names[name] not in found and not (name == "value" and optional)
     ]
     if missing:
-        raise InputError(source, _missing_message(missing, names, found))
+        raise InputError(
+            source,
+            missing_columns_message(
+                missing,
+                names,
+                found,
+                ",".join(names[name] for name in REQUIRED) + f"[,{names['value']}]",
+                "lead_id=Deal ID,stage=Deal stage,entered_at=Date entered",
+            ),
+        )
     picked = pd.DataFrame(
         {
             name: frame[names[name]] if names[name] in found else pd.Series("", index=frame.index)
@@ -319,24 +329,6 @@ def _pick_columns(frame: pd.DataFrame, names: dict[str, str], source: str) -> pd
         }
     )
     return picked
-
-
-def _missing_message(missing: list[str], names: dict[str, str], found: list[str]) -> str:
-    parts = []
-    for name in missing:
-        if names[name] == name:
-            parts.append(f"{name}{did_you_mean(name, found)}")
-        else:
-            parts.append(
-                f"{names[name]!r} (the {name} column, mapped by columns "
-                f"{name}={names[name]}){did_you_mean(names[name], found)}"
-            )
-    expected = ",".join(names[name] for name in REQUIRED) + f"[,{names['value']}]"
-    return (
-        f"missing column(s) {'; '.join(parts)}; expected a header with {expected} "
-        f"(found: {','.join(found) or 'nothing'}); other column names can be mapped, "
-        "e.g. columns lead_id=Deal ID,stage=Deal stage,entered_at=Date entered"
-    )
 
 
 def _with_outcomes(frame: pd.DataFrame, won: str, lost: str, source: str) -> pd.DataFrame:

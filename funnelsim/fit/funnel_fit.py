@@ -27,6 +27,7 @@ from funnelsim.fit.transactions import (
     diagnose,
     fit_repeat,
     netcdf_bytes,
+    posterior_summary,
     repeat_section,
 )
 from funnelsim.forecast import write_atomically
@@ -159,16 +160,6 @@ def _join(posterior, other):
     )
 
 
-def _summary(values: np.ndarray) -> dict[str, float]:
-    lo, hi = np.quantile(values, [0.05, 0.95])
-    return {
-        "posterior_mean": float(values.mean()),
-        "posterior_sd": float(values.std(ddof=1)),
-        "p5": float(lo),
-        "p95": float(hi),
-    }
-
-
 def _estimates(history, durations, arrivals, posterior) -> dict[str, Any]:
     names = crm.outcome_names(history)
     return {
@@ -204,7 +195,7 @@ def _estimates(history, durations, arrivals, posterior) -> dict[str, Any]:
             for a in arrivals
         ],
         "parameters": {
-            name: _summary(np.asarray(var.values).reshape(-1))
+            name: posterior_summary(np.asarray(var.values).reshape(-1))
             for name, var in posterior.data_vars.items()
         },
     }

@@ -247,13 +247,26 @@ def _pick_columns(frame: pd.DataFrame, names: dict[str, str], source: str) -> pd
     found = [str(c) for c in frame.columns]
     missing = [name for name in COLUMNS if names[name] not in found]
     if missing:
-        raise InputError(source, _missing_message(missing, names, found))
+        raise InputError(
+            source,
+            missing_columns_message(
+                missing,
+                names,
+                found,
+                ",".join(names[name] for name in COLUMNS),
+                "customer_id=Client,date=Order Date,amount=Total",
+            ),
+        )
     picked = frame[[names[name] for name in COLUMNS]]
     picked.columns = list(COLUMNS)
     return picked
 
 
-def _missing_message(missing: list[str], names: dict[str, str], found: list[str]) -> str:
+def missing_columns_message(
+    missing: list[str], names: dict[str, str], found: list[str], expected: str, example: str
+) -> str:
+    """One message for all the missing columns: each with a guess at what was meant (and the
+    mapping that named it), the header expected, the header found and an example mapping."""
     parts = []
     for name in missing:
         if names[name] == name:
@@ -263,11 +276,10 @@ def _missing_message(missing: list[str], names: dict[str, str], found: list[str]
                 f"{names[name]!r} (the {name} column, mapped by columns "
                 f"{name}={names[name]}){did_you_mean(names[name], found)}"
             )
-    expected = ",".join(names[name] for name in COLUMNS)
     return (
         f"missing column(s) {'; '.join(parts)}; expected a header with {expected} "
         f"(found: {','.join(found) or 'nothing'}); other column names can be mapped, "
-        "e.g. columns customer_id=Client,date=Order Date,amount=Total"
+        f"e.g. columns {example}"
     )
 
 

@@ -242,7 +242,8 @@ def diagnose(posterior, idata) -> tuple[str, bool]:
     return "\n".join([*lines, verdict]), ok
 
 
-def _interval(values: np.ndarray) -> dict[str, float]:
+def posterior_summary(values: np.ndarray) -> dict[str, float]:
+    """Posterior mean, sd and 90% interval of a parameter's draws."""
     lo, hi = np.quantile(values, [0.05, 0.95])
     return {
         "posterior_mean": float(values.mean()),
@@ -258,7 +259,7 @@ def _estimates(counts, model, spend_fit, idata, summary, unit) -> dict[str, Any]
         for name, value in fit.params.items():
             entry = {"mle": value, "se": _finite(fit.se.get(name))}
             if posterior and name in idata.posterior:
-                entry.update(_interval(idata.posterior[name].values.reshape(-1)))
+                entry.update(posterior_summary(idata.posterior[name].values.reshape(-1)))
             params[name] = entry
         return {"parameters": params, "loglik_at_mle": fit.loglik, "customers": fit.n}
 
