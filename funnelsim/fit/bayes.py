@@ -165,8 +165,8 @@ def _nuts_from_mode(m: pm.Model, chains: int, seed: int):
     fn.trust_input = True
     fn.set_extra_values({})
     point = m.initial_point()
-    start = DictToArrayBijection.map({v.name: point[v.name] for v in fn._grad_vars})
-    mode, variance = mode_and_scale(lambda x: fn(x), start.data)
+    start = DictToArrayBijection.map({v.name: point[v.name] for v in m.continuous_value_vars})
+    mode, variance = mode_and_scale(fn, start.data)
     rng = np.random.default_rng(seed)
     starts = []
     for _ in range(chains):

@@ -119,9 +119,10 @@ def stage_outcomes(history) -> dict[int, list[int]]:
 
 # ------------------------------------------------------------------ the PyMC model
 #
-# Written with few, vectorised pieces (a batched Dirichlet per stage, one vector of
-# parameters per duration family): PyTensor compiles C code for every distinct expression,
-# and one small expression per stage, channel and outcome would take minutes to compile.
+# Written with few, vectorised pieces (one vector of logits for every stage's transitions,
+# one vector of parameters per duration family, one gather for all the open stays):
+# PyTensor compiles C code for every distinct expression, and one small expression per
+# stage, channel and outcome would take minutes to compile on a fresh machine.
 
 
 @dataclass(frozen=True)
