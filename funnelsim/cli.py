@@ -336,12 +336,12 @@ _day = click.DateTime(formats=["%Y-%m-%d"])
 @click.option(
     "--draws",
     type=click.IntRange(min=100),
-    help="NUTS draws per chain kept (default: 500 with --events, else 1000).",
+    help="NUTS draws per chain kept (default: 1000).",
 )
 @click.option(
     "--tune",
     type=click.IntRange(min=100),
-    help="NUTS tuning steps per chain, discarded (default: as --draws).",
+    help="NUTS tuning steps per chain, discarded (default: 500 with --events, else as --draws).",
 )
 @click.option(
     "--chains", type=click.IntRange(min=1), default=4, show_default=True, help="NUTS chains."
@@ -432,10 +432,10 @@ def fit(
     # pip's PyTensor finds no BLAS; the models here need none, so the warning is only noise
     warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
     if events is not None:
-        from funnelsim.fit.funnel_fit import DRAWS, fit_events
+        from funnelsim.fit.funnel_fit import DRAWS, TUNE, fit_events
         from funnelsim.text import events_fit_text as report
 
-        draws = draws or DRAWS
+        draws, tune = draws or DRAWS, tune or TUNE
         source = events
         run = functools.partial(
             fit_events,
