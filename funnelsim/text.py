@@ -443,7 +443,7 @@ def events_fit_text(result) -> str:
             stage, channel, outcome = name[3:].split("__")
             rows.append([stage, channel, outcome, _interval(p, ".3f")])
     out.append(_table(["stage", "channel", "next", "probability"], rows, left=3))
-    out += ["", "Time in stage (days), family chosen by AIC on the completed stays:"]
+    out += ["", "Time in stage (days), family chosen by WAIC (ArviZ) on the completed stays:"]
     rows = []
     for d in e["durations"]:
         prefix = f"duration__{d['stage']}__{d['outcome']}__"

@@ -131,7 +131,7 @@ def _misses(scenario, posterior, estimates, level=0.99):
     the number of parameters checked.
 
     Durations are compared field by field where the chosen family is the truth's, and by
-    their mean otherwise (a family chosen by AIC can differ from the truth's)."""
+    their mean otherwise (a family chosen by WAIC can differ from the truth's)."""
     misses, checked = [], []
 
     def check(name, true, draws):
@@ -192,7 +192,7 @@ def test_every_true_parameter_lies_in_its_99_interval(truth, fitted):
 
 
 def test_the_duration_families_are_the_truths(fitted):
-    """AIC on the completed stays picks the family the truth used where stays are many."""
+    """WAIC on the completed stays picks the family the truth used where stays are many."""
     chosen = {(d["stage"], d["outcome"]): d["family"] for d in fitted[0].estimates["durations"]}
     assert chosen[("new", "qualified")] == "lognormal"
     assert chosen[("new", "lost")] == "gamma"

@@ -70,3 +70,39 @@ def test_transitions_prior_is_the_hierarchical_dirichlet_density():
         gaps.append(f({"transition_logits": theta}) - expected)
     # equal up to the dropped constants (log Γ of the concentrations' sums)
     np.testing.assert_allclose(gaps, gaps[0], atol=1e-8)
+
+
+@pytest.mark.parametrize("family", crm.FAMILIES)
+def test_pointwise_densities_are_scipys(family):
+    rng = np.random.default_rng(1)
+    d = rng.gamma(2.0, 5.0, 50)
+    theta = np.array([[np.log(3.0), np.log(0.7)], [np.log(1.4), np.log(9.0)]])
+    got = crm._log_pdf(family, np.log(d), d, theta)
+    for row, (a, b) in zip(got, np.exp(theta), strict=True):
+        if family == "lognormal":
+            expected = stats.lognorm.logpdf(d, b, scale=a)
+        elif family == "gamma":
+            expected = stats.gamma.logpdf(d, a, scale=b)
+        else:
+            expected = stats.weibull_min.logpdf(d, a, scale=b)
+        np.testing.assert_allclose(row, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "family, sample",
+    [
+        ("lognormal", lambda rng, n: rng.lognormal(np.log(10.0), 0.6, n)),
+        ("gamma", lambda rng, n: rng.gamma(3.0, 4.0, n)),
+        ("weibull", lambda rng, n: 15.0 * rng.weibull(1.5, n)),
+    ],
+)
+def test_waic_picks_the_family_the_stays_came_from(family, sample):
+    days = sample(np.random.default_rng(8), 2000)
+    fits = {f: crm._fit_family(f, days) for f in crm.FAMILIES}
+    waic = {f: crm._waic(f, days, fit[2]) for f, fit in fits.items()}
+    assert min(waic, key=waic.get) == family
+    # with 2 parameters and 2,000 stays WAIC is AIC's asymptotic equal (both estimate the
+    # out-of-sample deviance): within a few units of each other, far less than the gaps
+    # between families
+    for f, (ll, _, _) in fits.items():
+        assert abs(waic[f] - (4.0 - 2.0 * ll)) < 3.0

@@ -11,8 +11,8 @@ seen to go to from s):
   diverges when there are only a few channels to learn it from.);
 * **time in stage** per outcome (or one for the stage where an outcome has fewer than
   ``MIN_PER_OUTCOME`` completed stays): lognormal, gamma or Weibull, the family picked by
-  AIC on the completed stays (reported), parameters with weakly informative priors around
-  the observed scale;
+  WAIC (ArviZ) on the completed stays (reported, with AIC beside it), parameters with
+  weakly informative priors around the observed scale;
 * **censoring**: a stay still open at ``as_of`` has an unknown outcome and has lasted at
   least its age a: it adds log Σ_k p_{s,c,k} S_k(a) — not dropped, not counted as lost;
 * **deal values** per channel: lognormal;
@@ -37,6 +37,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import special
 from scipy import stats as sps
 
 MIN_PER_OUTCOME = 10  # completed stays needed to give an outcome its own time in stage
@@ -51,30 +52,89 @@ class DurationChoice:
     stage: int
     outcome: int | None  # None: one duration for the whole stage
     family: str
-    aic: dict[str, float]  # per family, on the completed stays
+    waic: dict[str, float]  # per family, on the completed stays (deviance scale): the choice
+    aic: dict[str, float]  # per family, the same stays: reported beside it
     mle: dict[str, float]  # the chosen family's parameters, as scenario fields
     n: int
 
 
-def _fit_family(family: str, days: np.ndarray) -> tuple[float, dict[str, float]]:
-    """Maximum likelihood of one family on positive durations: (log-likelihood, fields)."""
+WAIC_DRAWS = 200  # Laplace draws per family for WAIC (fewer for very many stays)
+
+
+def _log_pdf(family: str, log_d: np.ndarray, d: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Pointwise log density of each family on (draws, 2) log-parameters θ: lognormal
+    (log median, log sigma), gamma and Weibull (log shape, log scale)."""
+    a, b = theta[:, :1], theta[:, 1:]
+    if family == "lognormal":
+        sigma = np.exp(b)
+        return -log_d - b - 0.5 * np.log(2 * np.pi) - (log_d - a) ** 2 / (2 * sigma**2)
+    shape = np.exp(a)
+    if family == "gamma":
+        return (shape - 1) * log_d - d * np.exp(-b) - special.gammaln(shape) - shape * b
+    return a - b + (shape - 1) * (log_d - b) - np.exp(shape * (log_d - b))
+
+
+def _fit_family(family: str, days: np.ndarray) -> tuple[float, dict[str, float], np.ndarray]:
+    """Maximum likelihood of one family on positive durations: (log-likelihood, scenario
+    fields, log-parameters θ̂ as in :func:`_log_pdf`)."""
     d = np.maximum(days, 1e-6)
     if family == "lognormal":
         mu, sigma = np.log(d).mean(), max(np.log(d).std(), 1e-3)
         ll = sps.lognorm.logpdf(d, sigma, scale=math.exp(mu)).sum()
-        return ll, {"median": math.exp(mu), "sigma": sigma}
+        return ll, {"median": math.exp(mu), "sigma": sigma}, np.array([mu, math.log(sigma)])
     if family == "gamma":
         shape, _, scale = sps.gamma.fit(d, floc=0)
         ll = sps.gamma.logpdf(d, shape, scale=scale).sum()
-        return ll, {"mean": shape * scale, "shape": shape}
+        theta = np.log([shape, scale])
+        return ll, {"mean": shape * scale, "shape": shape}, theta
     shape, _, scale = sps.weibull_min.fit(d, floc=0)
     ll = sps.weibull_min.logpdf(d, shape, scale=scale).sum()
-    return ll, {"scale": scale, "shape": shape}
+    return ll, {"scale": scale, "shape": shape}, np.log([shape, scale])
+
+
+def _waic(family: str, days: np.ndarray, theta: np.ndarray, seed: int = 0) -> float:
+    """WAIC (ArviZ, deviance scale: lower is better) of one family on the stays, from draws
+    of its posterior's Laplace approximation at the MLE θ̂ (flat prior on log-parameters:
+    2 parameters and, usually, hundreds of stays, so the approximation is close)."""
+    import warnings
+
+    import arviz as az
+
+    d = np.maximum(days, 1e-6)
+    log_d = np.log(d)
+
+    def total(t):
+        return float(_log_pdf(family, log_d, d, np.asarray(t)[None, :]).sum())
+
+    h = 1e-4
+    hess = np.empty((2, 2))
+    for i in range(2):
+        for j in range(2):
+            e_i, e_j = np.eye(2)[i] * h, np.eye(2)[j] * h
+            hess[i, j] = (
+                total(theta + e_i + e_j)
+                - total(theta + e_i - e_j)
+                - total(theta - e_i + e_j)
+                + total(theta - e_i - e_j)
+            ) / (4 * h * h)
+    try:
+        cov = np.linalg.inv(-hess)
+        np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:  # a flat or odd likelihood: a small isotropic spread
+        cov = np.eye(2) * 1e-4
+    draws = max(50, min(WAIC_DRAWS, 4_000_000 // max(d.size, 1)))
+    rng = np.random.default_rng(seed)
+    thetas = rng.multivariate_normal(theta, cov, size=draws)
+    pointwise = _log_pdf(family, log_d, d, thetas)
+    data = az.from_dict(posterior={"theta": thetas[None]}, log_likelihood={"days": pointwise[None]})
+    with warnings.catch_warnings():  # ArviZ's advice on the spread of the terms: not ours to print
+        warnings.simplefilter("ignore")
+        return float(az.waic(data, scale="deviance").elpd_waic)
 
 
 def choose_durations(history) -> list[DurationChoice]:
     """Per stage, per-outcome durations where every outcome has enough completed stays,
-    else one; for each, the family with the lowest AIC (2 parameters each)."""
+    else one; for each, the family with the lowest WAIC (computed by ArviZ; AIC beside it)."""
     choices = []
     done = history.stay_outcome >= 0
     for s in range(len(history.stages)):
@@ -91,9 +151,10 @@ def choose_durations(history) -> list[DurationChoice]:
             if days.size < 3:
                 days = np.concatenate([days, np.full(3 - days.size, max(days.mean(), 1.0))])
             fits = {f: _fit_family(f, days) for f in FAMILIES}
-            aic = {f: 4.0 - 2.0 * ll for f, (ll, _) in fits.items()}
-            best = min(aic, key=aic.get)
-            choices.append(DurationChoice(s, k, best, aic, fits[best][1], int(m.sum())))
+            aic = {f: 4.0 - 2.0 * fit[0] for f, fit in fits.items()}
+            waic = {f: _waic(f, days, fit[2]) for f, fit in fits.items()}
+            best = min(waic, key=waic.get)
+            choices.append(DurationChoice(s, k, best, waic, aic, fits[best][1], int(m.sum())))
     return choices
 
 

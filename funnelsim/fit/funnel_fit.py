@@ -183,6 +183,7 @@ def _estimates(history, durations, arrivals, posterior) -> dict[str, Any]:
                 "stage": history.stages[d.stage],
                 "outcome": "all" if d.outcome is None else names[d.outcome],
                 "family": d.family,
+                "waic": d.waic,
                 "aic": d.aic,
                 "completed_stays": d.n,
             }
