@@ -5,7 +5,7 @@ its lead volumes raised to give about 20,000 leads by 2027-06-30, simulated by t
 project's own engine and fitted as of that day. Measured in one run:
 
 * the whole command (read, AIC choices, arrival models, PyMC compile, NUTS with the
-  defaults: 4 chains × (500 warmup + 1,000 draws); outputs) as a subprocess with an empty
+  defaults: 4 chains × (300 warmup + 1,000 draws); outputs) as a subprocess with an empty
   PyTensor compile directory — as on a fresh machine — and again with that directory
   warm. Target: under 120 s cold.
 * the design choice behind it, against a baseline in the same run: the log-likelihood of

@@ -341,7 +341,7 @@ _day = click.DateTime(formats=["%Y-%m-%d"])
 @click.option(
     "--tune",
     type=click.IntRange(min=100),
-    help="NUTS tuning steps per chain, discarded (default: 500 with --events, else as --draws).",
+    help="NUTS tuning steps per chain, discarded (default: 300 with --events, else as --draws).",
 )
 @click.option(
     "--chains", type=click.IntRange(min=1), default=4, show_default=True, help="NUTS chains."

@@ -32,12 +32,13 @@ from funnelsim.fit.transactions import (
 )
 from funnelsim.forecast import write_atomically
 
-# NUTS per chain by default for a funnel (4 chains). Warmup is short from the posterior mode;
-# the draws are many because a funnel has ~70 parameters and R-hat must stay <= 1.01 for
+# NUTS per chain by default for a funnel (4 chains). Warmup is short: the chains start at
+# the posterior mode with the mass matrix from the curvature there (bayes.sample). The draws
+# are many because a funnel has ~70 parameters and R-hat must stay <= 1.01 for
 # every one: with 500 draws per chain the largest R-hat of well-mixed chains sits at that
 # threshold by chance alone, and a third of the fits of the shipped sample failed it.
 DRAWS = 1000
-TUNE = 500
+TUNE = 300
 
 
 def fit_events(
