@@ -32,7 +32,7 @@ from funnelsim.fit.io import (
     _STAMP,
     BAD_DATE,
     DATE_FORMS,
-    DUPLICATE,
+    DUPLICATE,  # noqa: F401 -- one of this reader's skip reasons, beside the others
     MALFORMED,
     _blank,
     _date,
@@ -43,8 +43,10 @@ from funnelsim.fit.io import (
     _sorted,
     _text,
     column_names,
+    mark_duplicates,
     missing_columns_message,
     read_table,
+    row_problems,
 )
 
 COLUMNS = ("lead_id", "channel", "stage", "entered_at", "value")
@@ -219,10 +221,15 @@ def read_events(
             f"no column {names['value']!r}, but the {wins:,} won rows need the deal's value; "
             "expected a value column (other names can be mapped: columns value=Amount)",
         )
-    _mark_duplicates(parsed)
+    mark_duplicates(parsed, ["lead_id", "channel", "stage", "at", "value"])
     bad = parsed["reason"].notna().to_numpy()
     labels = {n: n if names[n] == n else f"{n} (column {names[n]!r})" for n in COLUMNS}
-    problems = malformed + _row_problems(parsed[bad], frame[bad], labels, funnel)
+    problems = malformed + row_problems(
+        parsed[bad],
+        frame[bad],
+        lambda record, raw: _value_messages(record, raw, labels, funnel),
+        _duplicate_message,
+    )
     reasons = Counter(parsed["reason"][bad].tolist()) + Counter({MALFORMED: len(malformed)})
     good = parsed[~bad]
     if good.empty:
@@ -432,35 +439,7 @@ def _parse_times(values: pd.Series) -> np.ndarray:
     return at
 
 
-def _mark_duplicates(parsed: pd.DataFrame) -> None:
-    """Mark good rows repeating an earlier good row exactly; ``repeats`` holds that row."""
-    good = parsed[parsed["reason"].isna()]
-    keys = ["lead_id", "channel", "stage", "at", "value"]
-    repeated = good.duplicated(keys, keep="first")
-    if not repeated.any():
-        return
-    first_row = good.groupby(keys, sort=False, dropna=False)["row"].transform("first")
-    index = repeated[repeated].index
-    parsed.loc[index, "reason"] = DUPLICATE
-    parsed.loc[index, "repeats"] = first_row[index]
-
-
 # ---------------------------------------------------------------- rows: messages
-
-
-def _row_problems(
-    bad: pd.DataFrame, frame: pd.DataFrame, labels: dict[str, str], funnel: tuple[str, ...]
-) -> list[Problem]:
-    """One problem per bad value of each bad row (the only loop over rows: messages)."""
-    problems = []
-    for record, raw in zip(bad.to_dict("records"), frame.to_dict("records"), strict=True):
-        where = f"row {record['row']}"
-        if record["reason"] == DUPLICATE:
-            problems.append(Problem(where, _duplicate_message(record, raw)))
-            continue
-        for message in _value_messages(record, raw, labels, funnel):
-            problems.append(Problem(where, message))
-    return problems
 
 
 def _value_messages(

@@ -12,6 +12,7 @@ import csv
 import io
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -111,13 +112,21 @@ def read_transactions(
     frame = _pick_columns(frame, names, source)
     parsed = _parse_rows(frame, rows, allow_zero_amounts=allow_zero_amounts)
     if not allow_duplicates:
-        _mark_duplicates(parsed)
+        mark_duplicates(parsed, ["customer_id", "day", "time_of_day", "amount"])
     bad = parsed["reason"].notna().to_numpy()
     problems: list[Problem] = []
     if malformed or bad.any():
         labels = {n: n if names[n] == n else f"{n} (column {names[n]!r})" for n in COLUMNS}
         least = ">= 0" if allow_zero_amounts else "> 0"
-        problems = _sorted(malformed + _row_problems(parsed[bad], frame[bad], labels, least))
+        problems = _sorted(
+            malformed
+            + row_problems(
+                parsed[bad],
+                frame[bad],
+                lambda record, raw: _value_messages(record, raw, labels, least),
+                _duplicate_message,
+            )
+        )
     if problems and not lenient:
         raise InputError(source, problems)
     good = parsed[~bad]
@@ -345,34 +354,36 @@ def _parse_amounts(values: pd.Series) -> np.ndarray:
     return numbers.to_numpy(dtype=float, na_value=np.nan)
 
 
-def _mark_duplicates(parsed: pd.DataFrame) -> None:
-    """Mark good rows repeating an earlier good row exactly; ``repeats`` holds that row."""
+def mark_duplicates(parsed: pd.DataFrame, keys: list[str]) -> None:
+    """Mark good rows repeating an earlier good row on ``keys``; ``repeats`` holds that row."""
     good = parsed[parsed["reason"].isna()]
-    keys = ["customer_id", "day", "time_of_day", "amount"]
     repeated = good.duplicated(keys, keep="first")
     if not repeated.any():
         return
-    first_row = good.groupby(keys, sort=False)["row"].transform("first")
+    first_row = good.groupby(keys, sort=False, dropna=False)["row"].transform("first")
     index = repeated[repeated].index
     parsed.loc[index, "reason"] = DUPLICATE
     parsed.loc[index, "repeats"] = first_row[index]
 
 
-def _row_problems(
-    bad: pd.DataFrame, frame: pd.DataFrame, labels: dict[str, str], least: str
+def row_problems(
+    bad: pd.DataFrame,
+    frame: pd.DataFrame,
+    value_messages: Callable[[dict[str, Any], dict[str, Any]], list[str]],
+    duplicate_message: Callable[[dict[str, Any], dict[str, Any]], str],
 ) -> list[Problem]:
     """One problem per bad value of each bad row (the only loop over rows: messages).
 
-    ``bad`` holds the parsed bad rows, ``frame`` the same rows as read; ``least`` is the
-    smallest amount allowed ("> 0" or ">= 0").
+    ``bad`` holds the parsed bad rows, ``frame`` the same rows as read; the two functions
+    word a row's bad values and a repeated row, from the parsed record and the raw one.
     """
     problems = []
     for record, raw in zip(bad.to_dict("records"), frame.to_dict("records"), strict=True):
         where = f"row {record['row']}"
         if record["reason"] == DUPLICATE:
-            problems.append(Problem(where, _duplicate_message(record, raw)))
+            problems.append(Problem(where, duplicate_message(record, raw)))
             continue
-        for message in _value_messages(record, raw, labels, least):
+        for message in value_messages(record, raw):
             problems.append(Problem(where, message))
     return problems
 
