@@ -69,6 +69,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import betaln, gammaln, polygamma, psi
 from scipy.stats import chi2
 
+from funnelsim.fit.repeat import inverse
+
 __all__ = [
     "ArrivalFit",
     "add_arrivals",
@@ -575,7 +577,7 @@ def _fit(history: _History, family: str, *, trend: bool, seasonal: bool) -> _Fit
         beta=beta,
         log_k=log_k,
         loglik=value,
-        cov=_inverse(_information(y, eta, X, log_k)),
+        cov=inverse(_information(y, eta, X, log_k)),
         trend=trend,
         seasonal=seasonal,
         eta=eta,
@@ -593,16 +595,6 @@ def _information(y, eta, X, log_k: float | None) -> np.ndarray:
     cross = -X.T @ (k * (y - mu) * mu / (k + mu) ** 2)
     corner = -float(np.sum(k * k * d_kk + k * d_k))
     return np.block([[info, cross[:, None]], [cross[None, :], np.array([[corner]])]])
-
-
-def _inverse(info: np.ndarray) -> np.ndarray:
-    """The inverse of a positive-definite information matrix; all NaN if it is singular."""
-    if not np.all(np.isfinite(info)):
-        return np.full(info.shape, np.nan)
-    eigenvalues, vectors = np.linalg.eigh(info)
-    if eigenvalues[0] <= 1e-10 * max(eigenvalues[-1], 0.0) or eigenvalues[-1] <= 0:
-        return np.full(info.shape, np.nan)
-    return (vectors / eigenvalues) @ vectors.T
 
 
 def _log_rate(fit: ArrivalFit, index: np.ndarray, calendar_month: np.ndarray) -> np.ndarray:

@@ -40,6 +40,8 @@ import numpy as np
 from scipy import special
 from scipy import stats as sps
 
+from funnelsim.fit.repeat import hessian, inverse
+
 MIN_PER_OUTCOME = 10  # completed stays needed to give an outcome its own time in stage
 POOLING = 20.0  # pseudo-leads drawing a channel's transition probabilities to the funnel's
 FAMILIES = ("lognormal", "gamma", "weibull")
@@ -106,21 +108,8 @@ def _waic(family: str, days: np.ndarray, theta: np.ndarray, seed: int = 0) -> fl
     def total(t):
         return float(_log_pdf(family, log_d, d, np.asarray(t)[None, :]).sum())
 
-    h = 1e-4
-    hess = np.empty((2, 2))
-    for i in range(2):
-        for j in range(2):
-            e_i, e_j = np.eye(2)[i] * h, np.eye(2)[j] * h
-            hess[i, j] = (
-                total(theta + e_i + e_j)
-                - total(theta + e_i - e_j)
-                - total(theta - e_i + e_j)
-                + total(theta - e_i - e_j)
-            ) / (4 * h * h)
-    try:
-        cov = np.linalg.inv(-hess)
-        np.linalg.cholesky(cov)
-    except np.linalg.LinAlgError:  # a flat or odd likelihood: a small isotropic spread
+    cov = inverse(hessian(lambda t: -total(t), theta))
+    if np.isnan(cov).any():  # a flat or odd likelihood: a small isotropic spread
         cov = np.eye(2) * 1e-4
     draws = max(50, min(WAIC_DRAWS, 4_000_000 // max(d.size, 1)))
     rng = np.random.default_rng(seed)

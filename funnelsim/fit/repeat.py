@@ -507,9 +507,9 @@ def _estimate(
     """Minimise ``negll`` over log-parameters and package the result."""
     theta = _best_start(negll, np.log(np.asarray(starts, dtype=float)))
     theta = _newton_polish(negll, theta)
-    hessian = _hessian(negll, theta)
+    hess = hessian(negll, theta)
     gradient = _gradient(negll, theta)
-    cov = _inverse(hessian)
+    cov = inverse(hess)
     params = np.exp(theta)
     se = params * np.sqrt(np.diag(cov))  # delta method: d θ / d log θ = θ
     decrement = float(gradient @ cov @ gradient) if np.all(np.isfinite(cov)) else np.inf
@@ -558,7 +558,7 @@ def _newton_polish(
     value = negll(theta)
     for _ in range(steps):
         gradient = _gradient(negll, theta)
-        cov = _inverse(_hessian(negll, theta))
+        cov = inverse(hessian(negll, theta))
         if not np.all(np.isfinite(cov)):
             break
         step = cov @ gradient
@@ -582,8 +582,8 @@ def _gradient(f: Callable[[np.ndarray], float], theta: np.ndarray) -> np.ndarray
     return np.array([(f(theta + e) - f(theta - e)) / (2 * h) for e in eye])
 
 
-def _hessian(f: Callable[[np.ndarray], float], theta: np.ndarray) -> np.ndarray:
-    """Central second differences (log-parameter space)."""
+def hessian(f: Callable[[np.ndarray], float], theta: np.ndarray) -> np.ndarray:
+    """Central second differences of ``f`` at ``theta`` (steps of 1e-4: log-parameter space)."""
     k, h = theta.size, _STEP
     eye = np.eye(k) * h
     f0 = f(theta)
@@ -600,7 +600,7 @@ def _hessian(f: Callable[[np.ndarray], float], theta: np.ndarray) -> np.ndarray:
     return hess
 
 
-def _inverse(hessian: np.ndarray) -> np.ndarray:
+def inverse(hessian: np.ndarray) -> np.ndarray:
     """The inverse of a positive-definite Hessian; all NaN if it is singular or indefinite."""
     if not np.all(np.isfinite(hessian)):
         return np.full(hessian.shape, np.nan)
