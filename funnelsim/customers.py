@@ -25,12 +25,14 @@ It knows nothing of which engine made the customers.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 
 from funnelsim import streams
-from funnelsim.distributions import standard_gamma
+from funnelsim.distributions import poisson_from_uniform, standard_gamma
 from funnelsim.scenario import (
     BGNBD,
     DAYS_PER_UNIT,
@@ -43,6 +45,7 @@ from funnelsim.scenario import (
 
 REPEAT = 8  # purpose of the random streams (see streams.py)
 _LAMBDA, _DROPOUT, _SPEND, _GAP, _DIE, _VALUE, _ALIVE, _CHURN = range(8)
+_COUNT, _TIME, _SPACING, _REST = range(8, 12)
 BILLING_DAYS = {"week": 7.0, "month": 365.25 / 12, "year": 365.25}
 
 
@@ -57,27 +60,21 @@ class _Keyed:
         self.keys = keys
 
     def gamma(self, shape, purpose: int, index=None) -> np.ndarray:
-        keys = self.keys if index is None else self.keys[index]
-        keys = streams.derive(keys, streams.salt(REPEAT, purpose))
-        shape = np.broadcast_to(np.asarray(shape, dtype=float), keys.shape)
-        if np.all(shape == shape.flat[0]) if shape.size else True:
-            return standard_gamma(float(shape.flat[0]) if shape.size else 1.0, keys)
-        out = np.empty(keys.size)
-        for value in np.unique(shape):
-            m = shape == value
-            out[m] = standard_gamma(float(value), keys[m])
-        return out
+        return standard_gamma(shape, self.keys_for(purpose, index))
 
     def uniform(self, purpose: int, index=None, step: int = 0) -> np.ndarray:
         keys = self.keys if index is None else self.keys[index]
         return streams.uniform(keys, streams.salt(REPEAT, purpose, step))
 
-    def uniforms(self, purpose: int, index, first: int, count: int) -> np.ndarray:
-        """(customers, count) uniforms: those of steps first .. first + count − 1."""
-        steps = np.arange(first, first + count, dtype=np.uint64)[None, :]
-        return streams.uniform(
-            streams.indexed(self.keys[index][:, None], steps), streams.salt(REPEAT, purpose)
-        )
+    def poisson(self, mean: np.ndarray, purpose: int, index) -> np.ndarray:
+        return poisson_from_uniform(self.uniform(purpose, index), mean)
+
+    def per_purchase(self, purpose: int, customer: np.ndarray, number: np.ndarray) -> np.ndarray:
+        """One uniform per purchase, from the customer's key and the purchase's number."""
+        return streams.to_unit(streams.indexed(self.keys_for(purpose, customer), number))
+
+    def exponential_per_purchase(self, purpose: int, customer, number) -> np.ndarray:
+        return -np.log(self.per_purchase(purpose, customer, number))
 
     def beta(self, a, b, purpose: int, index=None) -> np.ndarray:
         g = self.gamma(a, purpose, index)
@@ -114,8 +111,14 @@ class _Stream:
     def uniform(self, purpose: int, index=None, step: int = 0) -> np.ndarray:
         return self.rng.random(self._n(index))
 
-    def uniforms(self, purpose: int, index, first: int, count: int) -> np.ndarray:
-        return self.rng.random((np.size(index), count))
+    def poisson(self, mean: np.ndarray, purpose: int, index) -> np.ndarray:
+        return self.rng.poisson(mean)
+
+    def per_purchase(self, purpose: int, customer: np.ndarray, number: np.ndarray) -> np.ndarray:
+        return self.rng.random(customer.size)
+
+    def exponential_per_purchase(self, purpose: int, customer, number) -> np.ndarray:
+        return self.rng.standard_exponential(customer.size)
 
     def beta(self, a, b, purpose: int, index=None) -> np.ndarray:
         return self.rng.beta(a, b, size=self._n(index))
@@ -152,14 +155,16 @@ def simulate_cohort(
     *,
     history: dict[str, np.ndarray] | None = None,
     existing: bool = False,
+    origin: date | None = None,
 ) -> Life:
     """Repeat purchases of customers starting at ``start`` (days) until ``horizon``.
 
     ``history`` (BG/NBD) holds each customer's x, t_x and T in days and mean spend.
-    ``existing`` customers of a subscription renew on the anniversaries of ``start``.
+    ``existing`` customers of a subscription renew on the anniversaries of ``start``, by
+    the calendar when ``origin`` (the date of day 0) is given.
     """
     if isinstance(model, Subscription):
-        return _subscriptions(model, start, horizon, draws)
+        return _subscriptions(model, start, horizon, draws, origin)
     n = start.size
     unit = DAYS_PER_UNIT[model.unit]
     active = np.ones(n, dtype=bool)
@@ -212,43 +217,81 @@ def simulate_cohort(
         nu[buyers] = draws.gamma(q_shape, _SPEND, buyers) / q_rate
     last = np.full(n, np.inf)  # BG/NBD: the J-th repeat purchase is the last
     if isinstance(model, BGNBD):
-        p_drop = draws.beta(model.a, b if x is None else b[buyers], _DROPOUT, buyers)
-        # p_drop → 0 (or exactly 0) gives an infinite last purchase: never drops out
-        with np.errstate(divide="ignore", over="ignore"):
-            last[buyers] = 1 + np.floor(np.log(draws.uniform(_DIE, buyers)) / np.log1p(-p_drop))
+        last[buyers] = _last_purchase(model.a, b if x is None else b[buyers], draws, buyers)
         stops = last[buyers] == 1
         until[buyers[stops]] = first[stops]
         current, t_now = buyers[~stops], first[~stops]
     else:
         current, t_now = buyers, first
 
-    # later purchases: exponential gaps at rate λ, a few at a time per customer
-    done = 1  # purchases each current customer has made
-    block = 2  # drawn at a time: doubling, as most customers buy few
-    while current.size:
-        gaps = np.log(draws.uniforms(_GAP, current, done, block))
-        gaps /= -lam[current][:, None]
-        when = np.cumsum(gaps, axis=1)
-        when += t_now[:, None]
-        made = when < np.minimum(horizon, lifetime[current])[:, None]
-        count = done + 1 + np.arange(block)[None, :]  # the purchase's number
-        limit = last[current][:, None]
-        made &= count <= limit
-        rows, cols = np.nonzero(made)
-        customers.append(current[rows])
-        times.append(when[rows, cols])
-        steps.append((done + cols).astype(np.uint64))
-        ends = count[0, cols] == limit[rows, 0]  # it drops out after this purchase
-        until[current[rows[ends]]] = when[rows[ends], cols[ends]]
-        going = made[:, -1] & (count[0, -1] < limit[:, 0])
-        current, t_now = current[going], when[going, -1]
-        done += block
-        block = min(2 * block, 32)
-    customer = np.concatenate(customers) if customers else np.zeros(0, dtype=np.intp)
-    when = np.concatenate(times) if times else np.zeros(0)
-    number = np.concatenate(steps) if steps else np.zeros(0, dtype=np.uint64)
+    # Later purchases. Given λ, those after the first form a Poisson process on (first, end):
+    # N ~ Poisson(λ · (end − first)) of them, at independent uniform times (in no order).
+    # A BG/NBD customer stops after its J-th purchase: when N ≥ m = J − 1 it makes only the
+    # first m, in time order: the m smallest of N uniforms, drawn without the others by
+    # Rényi's representation U_(k) = S_k / (S_m + G), S_k a sum of k Exp(1) spacings and
+    # G ~ Gamma(N − m + 1); it stops at the m-th.
+    window = np.minimum(horizon, lifetime[current]) - t_now
+    n_more = draws.poisson(lam[current] * window, _COUNT, current)
+    allowed = last[current] - 1  # inf: never drops out
+    cut = n_more >= allowed
+    made = np.where(cut, allowed, n_more).astype(np.int64)
+    who = np.repeat(np.arange(current.size), made)  # each purchase's customer, in order
+    number = np.arange(who.size) - np.repeat(np.cumsum(made) - made, made) + 1
+    fraction = np.empty(who.size)  # of the window
+    free = ~cut[who]
+    fraction[free] = draws.per_purchase(_TIME, current[who[free]], number[free])
+    if cut.any():
+        rows, m = ~free, made[cut]
+        spacing = draws.exponential_per_purchase(_SPACING, current[who[rows]], number[rows])
+        np.cumsum(spacing, out=spacing)
+        before = np.concatenate(([0.0], spacing))[np.cumsum(m) - m]  # sums of earlier customers
+        spacing -= np.repeat(before, m)
+        last_sum = spacing[np.cumsum(m) - 1]
+        total = last_sum + draws.gamma(n_more[cut] - m + 1.0, _REST, current[cut])
+        fraction[rows] = spacing / np.repeat(total, m)
+        until[current[cut]] = t_now[cut] + window[cut] * (last_sum / total)
+    customers.append(current[who])
+    times.append(t_now[who] + window[who] * fraction)
+    steps.append(number.astype(np.uint64))
+    customer = np.concatenate(customers)
+    when = np.concatenate(times)
+    number = np.concatenate(steps)
     value = _spend(model.spend, customer, number, nu, draws)
     return Life(customer, when, value, until, active)
+
+
+def _last_purchase(a: float, b, draws, index: np.ndarray) -> np.ndarray:
+    """J, the repeat purchase after which each customer drops out: with p ~ Beta(a, b) and
+    a dropout chance p after every purchase, P(J > j) = B(a, b + j) / B(a, b) (the
+    beta-geometric). With one b for all it is drawn by inverting that survival function,
+    tabulated up to _TABLE purchases; beyond the table (and with one b per customer) from
+    p ~ Beta(a, b + k) given J > k and a geometric count. Infinite when p is 0."""
+    u = draws.uniform(_DIE, index)
+    k, beyond = 0, 1.0  # purchases tabulated; P(J > k)
+    j = np.ones(u.size)
+    if np.ndim(b) == 0:
+        survival = _beta_geometric_survival(float(a), float(b))
+        k, beyond = _TABLE, float(survival[-1])
+        j += np.searchsorted(-survival, -u, side="right")
+    tail = np.flatnonzero(j > k)
+    if tail.size:
+        b_tail = b + k if np.ndim(b) == 0 else b[tail] + k
+        p = draws.beta(a, b_tail, _DROPOUT, index[tail])
+        with np.errstate(divide="ignore", over="ignore"):  # p → 0: never drops out
+            j[tail] = k + 1 + np.floor(np.log(u[tail] / beyond) / np.log1p(-p))
+    return j
+
+
+_TABLE = 1024
+
+
+@functools.lru_cache(maxsize=256)
+def _beta_geometric_survival(a: float, b: float) -> np.ndarray:
+    """P(J > j) = B(a, b + j) / B(a, b) for j = 1 .. _TABLE (decreasing)."""
+    from scipy.special import betaln
+
+    j = np.arange(1, _TABLE + 1)
+    return np.exp(betaln(a, b + j) - betaln(a, b))
 
 
 def _spend(spend, customer: np.ndarray, number: np.ndarray, nu, draws) -> np.ndarray:
@@ -260,9 +303,8 @@ def _spend(spend, customer: np.ndarray, number: np.ndarray, nu, draws) -> np.nda
     return spend.draw(draws.purchase_keys(customer, number))
 
 
-def _subscriptions(model: Subscription, start, horizon: float, draws) -> Life:
+def _subscriptions(model: Subscription, start, horizon: float, draws, origin) -> Life:
     n = start.size
-    period = BILLING_DAYS[model.billing]
     if isinstance(model.churn, BetaChurn):
         theta = draws.beta(*model.churn.beta, _CHURN)
     else:
@@ -272,16 +314,41 @@ def _subscriptions(model: Subscription, start, horizon: float, draws) -> Life:
         renewals = np.where(
             theta >= 1, 0, np.where(theta <= 0, np.inf, np.floor(np.log(u) / np.log1p(-theta)))
         )
-    # renewals at start + k·period, k = 1..K, within the horizon
-    fits = np.floor((horizon - start) / period)
-    fits = np.where(start + fits * period >= horizon, fits - 1, fits)
+    # renewals on the anniversaries k = 1..K within the horizon
+    fits = np.floor((horizon - start) / BILLING_DAYS[model.billing]) + 1
+    for _ in range(3):  # average periods: a day or two off the calendar's at most
+        fits = np.where(renewal_day(model.billing, start, fits, origin) >= horizon, fits - 1, fits)
     paid = np.minimum(renewals, np.maximum(fits, 0)).astype(np.int64)
     customer = np.repeat(np.arange(n), paid)
     k = np.arange(customer.size) - np.repeat(np.cumsum(paid) - paid, paid) + 1
-    when = start[customer] + k * period
+    when = renewal_day(model.billing, start[customer], k, origin)
     value = np.full(customer.size, float(model.price))
-    until = start + (renewals + 1) * period  # churns at the first anniversary not renewed
+    until = np.full(n, np.inf)  # churns at the first anniversary not renewed
+    ends = np.isfinite(renewals)
+    until[ends] = renewal_day(model.billing, start[ends], renewals[ends] + 1, origin)
     return Life(customer, when, value, until, np.ones(n, dtype=bool))
+
+
+def renewal_day(billing: str, start: np.ndarray, k: np.ndarray, origin) -> np.ndarray:
+    """The k-th anniversary (days from the start date) of subscriptions begun at ``start``:
+    every 7 days for weekly billing; for monthly and yearly billing the same day of the
+    month k (or 12 k) calendar months on, or the month's last day when it is shorter (a
+    subscription of 31 January renews on 28 February). Without an ``origin`` date, average
+    months and years (365.25 / 12 and 365.25 days)."""
+    start, k = np.broadcast_arrays(np.asarray(start, dtype=float), np.asarray(k, dtype=float))
+    if billing == "week" or origin is None:
+        return start + k * BILLING_DAYS[billing]
+    months = (k * (12 if billing == "year" else 1)).astype(np.int64)
+    day0 = np.datetime64(origin, "D")
+    whole = np.floor(start)
+    day = day0 + whole.astype(np.int64).astype("timedelta64[D]")
+    month = day.astype("datetime64[M]")
+    of_month = (day - month.astype("datetime64[D]")).astype(np.int64)  # 0-based
+    target = month + months.astype("timedelta64[M]")
+    first = target.astype("datetime64[D]")
+    length = ((target + 1).astype("datetime64[D]") - first).astype(np.int64)
+    renewal = first + np.minimum(of_month, length - 1).astype("timedelta64[D]")
+    return (renewal - day0).astype(np.int64) + (start - whole)
 
 
 # ------------------------------------------------------------------ closed forms
@@ -412,10 +479,9 @@ def add_repeat_sales(funnel, tally, rep_keys: np.ndarray) -> None:
         ended.flat[:] += np.bincount(rows + stop, minlength=ended.size)
         return cell
 
-    models = _replication_models(funnel, rep_keys)
+    models = replication_models(funnel, rep_keys)
     cohort = tally.customers
     if cohort is not None and cohort.t.size:
-        keys = streams.derive(cohort.key, streams.salt(REPEAT, 0x6E6577))  # "new"
         groups = (
             [np.arange(cohort.t.size)]
             if models is None
@@ -425,34 +491,18 @@ def add_repeat_sales(funnel, tally, rep_keys: np.ndarray) -> None:
             if index.size == 0:
                 continue
             which = model if models is None else models[r]
-            life = simulate_cohort(which, cohort.t[index], horizon, _Keyed(keys[index]))
+            life = new_customer_lives(which, cohort.t[index], cohort.key[index], cal)
             cell = book(life, cohort.rep[index], cohort.t[index])
             channel = cohort.channel[index][life.customer]
             np.add.at(repeat_revenue.reshape(-1, channels), (cell, channel), life.value)
         if isinstance(model, Subscription):
             p_close = cal.period_or_after(cohort.t)
             np.add.at(first_payment, (cohort.rep, p_close, cohort.channel), float(model.price))
-    history = funnel.history
-    count = funnel.existing_count if history is None else len(history.customer_id)
-    if count:
-        start = np.zeros(count)
-        hist = None
-        if history is not None:
-            hist = {
-                "x": history.repeat_purchases,
-                "t_x": history.recency_days,
-                "T": history.age_days,
-                "spend": history.mean_spend,
-            }
-        salt = streams.salt(REPEAT, 0x6F6C64)  # "old"
-        for r, key in enumerate(streams.derive(rep_keys, salt).tolist()):
-            draws = _Stream(np.random.default_rng(key), count)
-            which = model if models is None else models[r]
-            life = simulate_cohort(which, start, horizon, draws, history=hist, existing=True)
-            cell = book(life, np.full(count, r), start)
-            existing_revenue.flat[:] += np.bincount(
-                cell, weights=life.value, minlength=existing_revenue.size
-            )
+    for r, life in existing_lives(funnel, rep_keys, models):
+        cell = book(life, np.full(life.until.size, r), np.zeros(life.until.size))
+        existing_revenue.flat[:] += np.bincount(
+            cell, weights=life.value, minlength=existing_revenue.size
+        )
     tally.first_payment = first_payment
     tally.repeat_revenue = repeat_revenue
     tally.existing_revenue = existing_revenue
@@ -460,7 +510,63 @@ def add_repeat_sales(funnel, tally, rep_keys: np.ndarray) -> None:
     tally.active_customers = (np.cumsum(began, axis=1) - np.cumsum(ended, axis=1))[:, :periods]
 
 
-def _replication_models(funnel, rep_keys: np.ndarray) -> list | None:
+def new_customer_keys(lead_keys: np.ndarray) -> np.ndarray:
+    """The keys of new customers' draws, from their won leads' keys (so a customer's life is
+    the same wherever and with whomever it is simulated)."""
+    return streams.derive(lead_keys, streams.salt(REPEAT, 0x6E6577))  # "new"
+
+
+def new_customer_lives(model, start: np.ndarray, lead_keys: np.ndarray, calendar) -> Life:
+    """The lives of customers won at ``start`` (days) from leads with ``lead_keys``."""
+    draws = _Keyed(new_customer_keys(lead_keys))
+    return simulate_cohort(model, start, calendar.horizon, draws, origin=calendar.start)
+
+
+def existing_lives(funnel, rep_keys: np.ndarray, models: list | None = None):
+    """Each replication's existing customers (their first purchases before the start):
+    yields (row, Life). Drawn from a NumPy generator per replication: their number is fixed,
+    so the draws stay paired between scenarios."""
+    history = funnel.history
+    count = funnel.existing_count if history is None else len(history.customer_id)
+    if not count:
+        return
+    start = np.zeros(count)
+    hist = None
+    if history is not None:
+        hist = {
+            "x": history.repeat_purchases,
+            "t_x": history.recency_days,
+            "T": history.age_days,
+            "spend": history.mean_spend,
+        }
+    horizon = funnel.calendar.horizon
+    salt = streams.salt(REPEAT, 0x6F6C64)  # "old"
+    for r, key in enumerate(streams.derive(rep_keys, salt).tolist()):
+        draws = _Stream(np.random.default_rng(key), count)
+        which = funnel.repeat if models is None else models[r]
+        yield (
+            r,
+            simulate_cohort(
+                which,
+                start,
+                horizon,
+                draws,
+                history=hist,
+                existing=True,
+                origin=funnel.calendar.start,
+            ),
+        )
+
+
+def active_at(life: Life, start: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """How many of a cohort's customers are active at each of ``times`` (days): begun by
+    then (``start``), active at their start, and not yet stopped."""
+    times = np.asarray(times, dtype=float)
+    alive = life.active[None, :] & (start[None, :] <= times[:, None])
+    return (alive & (life.until[None, :] > times[:, None])).sum(axis=1)
+
+
+def replication_models(funnel, rep_keys: np.ndarray) -> list | None:
     """With posterior draws, each replication's repeat model: one joint draw, picked by the
     replication's own stream (so the same replication always takes the same draw)."""
     draws = funnel.posterior

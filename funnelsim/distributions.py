@@ -52,35 +52,70 @@ def _normal(keys: np.ndarray, j: int = 0) -> np.ndarray:
 _GAMMA_BOOST = 1_000_003
 
 
-def standard_gamma(shape: float, keys: np.ndarray) -> np.ndarray:
+def standard_gamma(shape: float | np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Gamma(shape, 1) draws by Marsaglia & Tsang (2000), exact, one key per draw.
 
-    Rejected proposals are retried with the next auxiliary uniforms of the same key, so a
-    key always gives the same value. Shapes below 1 use the boost Gamma(a) = Gamma(a+1)·U^(1/a).
+    ``shape`` is one number or one per key. Rejected proposals are retried with the next
+    auxiliary uniforms of the same key, so a key always gives the same value. Shapes below 1
+    use the boost Gamma(a) = Gamma(a+1)·U^(1/a).
     """
     keys = np.asarray(keys, dtype=np.uint64)
-    a = float(shape)
+    a = np.broadcast_to(np.asarray(shape, dtype=float), keys.shape).reshape(-1)
     boost = a < 1.0
-    d = (a + 1.0 if boost else a) - 1.0 / 3.0
-    c = 1.0 / math.sqrt(9.0 * d)
+    d = np.where(boost, a + 1.0, a) - 1.0 / 3.0
+    c = 1.0 / np.sqrt(9.0 * d)
     out = np.empty(keys.shape, dtype=np.float64)
     pending = np.arange(keys.size)
     flat = keys.reshape(-1)
     attempt = 0
     while pending.size:
-        k = flat[pending]
+        k, dk = flat[pending], d[pending]
         z = _normal(k, 3 * attempt)
         u = _u(k, 3 * attempt + 2)
-        v = (1.0 + c * z) ** 3
+        v = (1.0 + c[pending] * z) ** 3
         ok = v > 0
         with np.errstate(invalid="ignore", divide="ignore"):
-            ok &= np.log(u) < 0.5 * z * z + d - d * v + d * np.log(np.where(ok, v, 1.0))
-        out.reshape(-1)[pending[ok]] = d * v[ok]
+            ok &= np.log(u) < 0.5 * z * z + dk - dk * v + dk * np.log(np.where(ok, v, 1.0))
+        out.reshape(-1)[pending[ok]] = dk[ok] * v[ok]
         pending = pending[~ok]
         attempt += 1
-    if boost:
-        out *= _u(keys, _GAMMA_BOOST) ** (1.0 / a)
+    if boost.any():
+        b = np.flatnonzero(boost)
+        out.reshape(-1)[b] *= _u(flat[b], _GAMMA_BOOST) ** (1.0 / a[b])
     return out
+
+
+def poisson_from_uniform(u: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Poisson(mean) draws by inversion of the CDF at ``u``: the smallest k with
+    P(X ≤ k) ≥ u. Exact for every mean (the search starts at a normal guess and steps
+    with the probability mass function), and monotone in ``mean`` for a fixed ``u``."""
+    from scipy.special import gammaln, ndtri, pdtr
+
+    u = np.asarray(u, dtype=float)
+    mean = np.broadcast_to(np.asarray(mean, dtype=float), u.shape)
+    k = np.floor(np.maximum(mean + np.sqrt(mean) * ndtri(u), 0.0))
+    cdf = pdtr(k, mean)  # P(X ≤ k)
+    with np.errstate(divide="ignore"):
+        log_mean = np.log(mean)
+
+    def pmf(j, where):
+        m = mean[where]
+        return np.exp(np.where(m > 0, j * log_mean[where] - m - gammaln(j + 1), -np.inf))
+
+    up = np.flatnonzero(cdf < u)  # step up until P(X ≤ k) ≥ u
+    while up.size:
+        k[up] += 1
+        cdf[up] += pmf(k[up], up)
+        up = up[(cdf[up] < u[up]) & (cdf[up] < 1.0)]
+    down = np.flatnonzero(k > 0)  # step down while P(X ≤ k − 1) ≥ u
+    while down.size:
+        below = cdf[down] - pmf(k[down], down)
+        step = below >= u[down]
+        down = down[step]
+        k[down] -= 1
+        cdf[down] = below[step]
+        down = down[k[down] > 0]
+    return k.astype(np.int64)
 
 
 class _Dist(Strict):

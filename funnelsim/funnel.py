@@ -157,6 +157,8 @@ class Funnel:
     existing_count: int = 0  # a fresh cohort of existing customers
     history: Any = None  # or existing customers with their histories (CustomerHistory)
     posterior: Any = None  # joint draws of the repeat parameters, {name: array}
+    # (C,) word of mouth: leads per active customer per month (times daily_rate's profile)
+    referral: np.ndarray | None = None
 
     @property
     def won(self) -> int:
@@ -266,9 +268,12 @@ def compile_funnel(scenario: Scenario) -> Funnel:
     channel_costs = scenario.costs.channels if scenario.costs else {}
     budget = np.zeros((len(channels), cal.periods))  # marketing spend per period (currency)
     per_lead = np.zeros(len(channels))  # spend per realised lead (currency)
+    referral = np.zeros(len(channels))
     for c, (name, ch) in enumerate(scenario.channels.items()):
         cost = channel_costs.get(name)
         volume = ch.leads_per_month
+        if ch.leads_per_active_customer_per_month is not None:  # word of mouth: no base volume
+            referral[c], volume = ch.leads_per_active_customer_per_month, 0.0
         if cost is not None and cost.budget_per_month is not None:
             budget[c] = cost.budget_per_month * np.diff(cal.edges) / cal.month_days
             if volume is None:  # money-driven: the budget buys leads at cost_per_lead
@@ -295,6 +300,7 @@ def compile_funnel(scenario: Scenario) -> Funnel:
         existing_count=getattr(existing, "count", 0),
         history=scenario.customer_history,
         posterior=scenario.posterior_draws,
+        referral=referral if referral.any() else None,
         stages=stages,
         channels=channels,
         channel_ids=np.array([streams.stable_id(c) for c in channels], dtype=np.uint64),

@@ -41,6 +41,19 @@ def choose_engine(scenario: Scenario, engine: str = "auto") -> str:
                 "reps); use --engine des or auto"
             )
         return "des"
+    referrals = [
+        name
+        for name, ch in scenario.channels.items()
+        if ch.leads_per_active_customer_per_month is not None
+    ]
+    if referrals:
+        if engine == "vectorized":
+            raise EngineError(
+                f"the vectorized engine cannot model word of mouth (channel {referrals[0]}: "
+                "its leads come from the customers that earlier leads become); use --engine "
+                "des or auto"
+            )
+        return "des"
     return "vectorized" if engine == "auto" else engine
 
 

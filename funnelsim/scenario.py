@@ -174,6 +174,13 @@ class Channel(Strict):
     deal_value: Distribution | None = Field(
         default=None, description="Value of a won deal from this channel (currency)."
     )
+    leads_per_active_customer_per_month: NonNegative | None = Field(
+        default=None,
+        description="Word of mouth: expected new leads per month per active customer (existing "
+        "customers still active, plus customers won before the month and still active), "
+        "counted at the start of each month; seasonality and growth_per_month multiply it. "
+        "Needs a repeat section; instead of leads_per_month.",
+    )
 
 
 class ChannelOverride(Strict):
@@ -1000,6 +1007,9 @@ def _check_money(s: Scenario) -> Iterable[Problem]:
                 f"expected one of: {', '.join(s.channels)}",
             )
     for name, channel in s.channels.items():
+        if channel.leads_per_active_customer_per_month is not None:
+            yield from _check_word_of_mouth(s, name, channel)
+            continue
         if channel.leads_per_month is not None:
             continue
         cost = costs.get(name)
@@ -1020,6 +1030,22 @@ def _check_money(s: Scenario) -> Iterable[Problem]:
             "existing_customers -> file",
             "a customers file (purchase histories) works with repeat model bg_nbd; with "
             f"{getattr(s.repeat, 'model', 'this model')} give existing_customers: {{count: N}}",
+        )
+
+
+def _check_word_of_mouth(s: Scenario, name: str, channel: Channel) -> Iterable[Problem]:
+    where = f"channels -> {name}"
+    if channel.leads_per_month is not None:
+        yield Problem(
+            f"{where} -> leads_per_month",
+            "a channel has either leads_per_month or leads_per_active_customer_per_month "
+            "(word of mouth), not both",
+        )
+    if s.repeat is None:
+        yield Problem(
+            f"{where} -> leads_per_active_customer_per_month",
+            "needs a repeat section: word of mouth comes from active customers, and customers "
+            "are active only as the repeat model says",
         )
 
 

@@ -88,6 +88,7 @@ def funnel_text(scenario: Scenario) -> str:
             rows.append([f"  for {cname}", o_days, "-> " + o_out])
     out.append(_table(["stage", "days in stage", "outcomes"], rows, left=3))
     leads = expected_leads(funnel).sum(axis=1)
+    referral = funnel.referral
     out += ["", "Expected per new lead, eventually (absorbing Markov chain, no horizon):"]
     rows = []
     for c, cname in enumerate(funnel.channels):
@@ -96,7 +97,7 @@ def funnel_text(scenario: Scenario) -> str:
         rows.append(
             [
                 cname,
-                number(leads[c]),
+                number(leads[c]) if referral is None or not referral[c] else "word of mouth",
                 f"{100 * e.p_won:.1f}%",
                 days(e.days_to_close_won),
                 number(e.deal_value),

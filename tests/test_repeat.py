@@ -256,3 +256,71 @@ def test_conditional_expectation_stays_finite_for_heavy_buyers():
     )
     ours = bg_nbd_conditional_purchases(model, t, x, t_x, age) / bg_nbd_p_alive(model, x, t_x, age)
     assert ours == pytest.approx(textbook, rel=1e-12)
+
+
+def bg_nbd_alive_share(model: BGNBD, t: float) -> float:
+    """E[P(alive at t)] of a new BG/NBD customer: alive with probability exp(−λ t p) given
+    λ and p; over λ ~ Gamma(r, α) that is (α / (α + t p))^r, and over p ~ Beta(a, b) Euler's
+    integral gives 2F1(r, a; a + b; −t / α)."""
+    from scipy.special import hyp2f1
+
+    return float(hyp2f1(model.r, model.a, model.a + model.b, -t / model.alpha))
+
+
+def cohort_draws(kind: str, n: int):
+    if kind == "keyed":  # new customers: draws from each customer's key
+        keys = np.random.default_rng(11).integers(0, 2**63, n, dtype=np.uint64)
+        return customers._Keyed(keys)
+    return customers._Stream(np.random.default_rng(11), n)  # existing customers
+
+
+@pytest.mark.parametrize("kind", ["keyed", "stream"])
+@pytest.mark.parametrize("history", [False, True])
+def test_purchase_times_and_dropouts_follow_the_bg_nbd(kind, history):
+    """Purchases by several dates (so their timing, not only their number) against E[X(t)]
+    or E[Y(t) | x, t_x, T], and the customers still alive at the end against the closed
+    form: this checks both ways the simulation draws later purchases (independent uniform
+    times, and the first J − 1 order statistics for customers who drop out)."""
+    model = BGNBD.model_validate(CDNOW)
+    n, weeks = 30_000, np.array([2.0, 10.0, 40.0, 104.0])
+    hist = None
+    if history:
+        x, t_x, age = (np.array(v, dtype=float) for v in zip(*HISTORIES, strict=True))
+        pick = np.arange(n) % len(HISTORIES)
+        hist = {"x": x[pick], "t_x": t_x[pick], "T": age[pick], "spend": np.full(n, np.nan)}
+    life = customers.simulate_cohort(
+        model, np.zeros(n), 7 * weeks[-1], cohort_draws(kind, n), history=hist
+    )
+    for t in weeks:
+        per_customer = np.bincount(life.customer[life.when < 7 * t], minlength=n)
+        if history:
+            expected = np.mean(
+                bg_nbd_conditional_purchases(model, t, x[pick], t_x[pick] / 7, age[pick] / 7)
+            )
+        else:
+            expected = float(bg_nbd_expected_purchases(model, t))
+        ok, message = within(per_customer, expected)
+        assert ok, f"purchases in {t:g} weeks: {message}"
+        if not history:  # when customers drop out
+            alive = life.until > 7 * t
+            ok, message = within(alive, bg_nbd_alive_share(model, t))
+            assert ok, f"alive after {t:g} weeks: {message}"
+    if not history:  # it can fail: the share alive a year earlier is far off
+        assert not within(alive, bg_nbd_alive_share(model, weeks[-1] - 52))[0]
+
+
+def test_monthly_subscriptions_renew_on_calendar_anniversaries():
+    from datetime import date
+
+    start = np.array([0.0, 30.5, 59.0, 10.0])  # 1 Jan, 31 Jan (noon), 1 Mar, 11 Jan 2027
+    got = customers.renewal_day("month", start, np.array([1, 1, 1, 13]), date(2027, 1, 1))
+    # 1 Feb; 28 Feb (noon: the month is shorter); 1 Apr; 11 Feb 2028
+    np.testing.assert_array_equal(got, [31.0, 58.5, 90.0, 406.0])
+    leap = customers.renewal_day("year", np.array([59.0]), np.array([1]), date(2028, 1, 1))
+    assert leap[0] == 366 + 58  # 29 Feb 2028 renews on 28 Feb 2029
+    # existing subscribers (first payment just before the start) that never churn pay once in
+    # every month after the first, February included
+    loyal = {"model": "subscription", "billing": "month", "price": 50, "churn": 0.0}
+    scenario = build(NO_LEADS, repeat=loyal, existing_customers={"count": 100})
+    monthly = run(scenario, replications=2, workers=1).metrics()["revenue_repeat"].values
+    np.testing.assert_array_equal(monthly, np.tile([0.0] + [5000.0] * 11, (2, 1)))

@@ -264,32 +264,12 @@ def arrivals(funnel: Funnel, rep_keys: np.ndarray, rates: np.ndarray) -> Leads:
     draws, a little earlier) and adds new ones at the end.
     """
     cal = funnel.calendar
-    reps = np.arange(len(rep_keys))
     parts = []
     for c in range(len(funnel.channels)):
         for p in range(cal.periods):
-            rate = rates[:, c, p]
-            expected = rate * (cal.edges[p + 1] - cal.edges[p])
-            if not (expected > 0).any():
-                continue
-            salt = streams.salt(streams.ARRIVAL, int(funnel.channel_ids[c]), _month_id(cal, p))
-            seg = streams.derive(rep_keys, salt)
-            top = float(expected.max())
-            n = int(top + 6.0 * np.sqrt(top) + 16)
-            while True:
-                keys = streams.indexed(seg[:, None], np.arange(n, dtype=np.uint64)[None, :])
-                gamma = np.log(streams.to_unit(keys.copy()))
-                np.negative(gamma, out=gamma)
-                np.cumsum(gamma, axis=1, out=gamma)
-                if (gamma[:, -1] >= expected).all():
-                    break
-                n *= 2
-            inside = gamma < expected[:, None]
-            counts = inside.sum(axis=1)
-            t = gamma[inside]
-            t /= np.repeat(rate, counts)
-            t += cal.edges[p]
-            parts.append((c, p, np.repeat(reps, counts), t, keys[inside]))
+            part = arrivals_in(funnel, rep_keys, c, p, rates[:, c, p])
+            if part is not None:
+                parts.append((c, p, *part))
     if not parts:
         return _no_leads()
     sizes = [part[2].size for part in parts]
@@ -300,6 +280,33 @@ def arrivals(funnel: Funnel, rep_keys: np.ndarray, rates: np.ndarray) -> Leads:
         period=np.repeat([part[1] for part in parts], sizes),
         key=np.concatenate([part[4] for part in parts]),
     )
+
+
+def arrivals_in(funnel: Funnel, rep_keys: np.ndarray, c: int, p: int, rate: np.ndarray):
+    """The leads of channel ``c`` in period ``p`` at ``rate`` a day, one rate per
+    replication (see :func:`arrivals`): (replication rows, times, keys), or None."""
+    cal = funnel.calendar
+    expected = rate * (cal.edges[p + 1] - cal.edges[p])
+    if not (expected > 0).any():
+        return None
+    salt = streams.salt(streams.ARRIVAL, int(funnel.channel_ids[c]), _month_id(cal, p))
+    seg = streams.derive(rep_keys, salt)
+    top = float(expected.max())
+    n = int(top + 6.0 * np.sqrt(top) + 16)
+    while True:
+        keys = streams.indexed(seg[:, None], np.arange(n, dtype=np.uint64)[None, :])
+        gamma = np.log(streams.to_unit(keys.copy()))
+        np.negative(gamma, out=gamma)
+        np.cumsum(gamma, axis=1, out=gamma)
+        if (gamma[:, -1] >= expected).all():
+            break
+        n *= 2
+    inside = gamma < expected[:, None]
+    counts = inside.sum(axis=1)
+    t = gamma[inside]
+    t /= np.repeat(rate, counts)
+    t += cal.edges[p]
+    return np.repeat(np.arange(len(rep_keys)), counts), t, keys[inside]
 
 
 def _month_id(cal, p: int) -> int:

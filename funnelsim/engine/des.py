@@ -36,13 +36,14 @@ import numpy as np
 import simpy
 from simpy.events import NORMAL
 
-from funnelsim import streams
+from funnelsim import customers, streams
 from funnelsim.engine.common import (
     Cohort,
     Leads,
     StayDraws,
     Tally,
     arrivals,
+    arrivals_in,
     draw_inputs,
     opening_leads,
 )
@@ -137,6 +138,7 @@ def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
         )
     open_value = funnel.open_value[entry]
     cohorts: list[Cohort] = []
+    existing_active, models = _word_of_mouth_inputs(funnel, rep_keys)
     for r in range(reps):
         mine = np.flatnonzero(new.rep == r)
         mine = mine[np.argsort(new.t[mine], kind="stable")]
@@ -147,6 +149,9 @@ def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
                 opening.take(o), open_stage[o], open_slot[o], open_days[o], open_value[o]
             )
         run.add_arrivals(new.take(mine))
+        if existing_active is not None:
+            model = funnel.repeat if models is None else models[r]
+            run.word_of_mouth(rep_keys[r : r + 1], existing_active[r], model)
         run.run()
         if funnel.repeat is not None:
             cohorts.append(run.cohort)
@@ -158,6 +163,19 @@ def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
             )
         )
     return tally
+
+
+def _word_of_mouth_inputs(funnel: Funnel, rep_keys: np.ndarray):
+    """With word-of-mouth channels: each replication's existing customers active at the
+    start of each month, and its repeat model (None: the scenario's)."""
+    if funnel.referral is None:
+        return None, None
+    models = customers.replication_models(funnel, rep_keys)
+    cal = funnel.calendar
+    active = np.zeros((len(rep_keys), cal.periods))
+    for r, life in customers.existing_lives(funnel, rep_keys, models):
+        active[r] = customers.active_at(life, np.zeros(life.until.size), cal.edges[:-1])
+    return active, models
 
 
 WAITING, SERVED, COLD = 0, 1, 2
@@ -278,6 +296,55 @@ class _Replication:
         self.born.extend(leads.t.tolist())
         for i, t in enumerate(leads.t.tolist(), start=start):
             self._walk(i, 0, t)
+
+    def word_of_mouth(self, rep_key: np.ndarray, existing_active: np.ndarray, model) -> None:
+        """Word-of-mouth channels: at the start of each month, leads arrive in it at a rate
+        per customer active then (existing customers still active, and customers won before
+        it and still active; their lives are drawn from their own keys, as the repeat sales
+        draw them afterwards). The channels' arrival streams are those of any channel."""
+        self.wom = (rep_key, existing_active, model)
+        self.wom_seen = 0  # won leads whose lives are drawn
+        self.wom_start: list[np.ndarray] = []
+        self.wom_until: list[np.ndarray] = []
+        for m, edge in enumerate(self.edges[:-1]):
+            self._at(edge, self._refer, m)
+
+    def _refer(self, event) -> None:
+        m, now = event._value, self.env.now
+        rep_key, existing_active, model = self.wom
+        won = self.won_leads[self.wom_seen :]
+        if won:  # leads settle ahead of time: some of these close later than now
+            self.wom_seen = len(self.won_leads)
+            start = np.array([t for _, t in won])
+            keys = np.concatenate(self.keys)[np.array([i for i, _ in won], dtype=np.intp)]
+            self.wom_start.append(start)
+            life = customers.new_customer_lives(model, start, keys, self.funnel.calendar)
+            self.wom_until.append(life.until)
+        active = float(existing_active[m])
+        if self.wom_start:
+            start, until = np.concatenate(self.wom_start), np.concatenate(self.wom_until)
+            active += np.count_nonzero((start <= now) & (until > now))
+        funnel = self.funnel
+        parts = []
+        for c in np.flatnonzero(funnel.referral).tolist():
+            rate = funnel.referral[c] * active * funnel.daily_rate[c, m]
+            part = arrivals_in(funnel, rep_key, c, m, np.array([rate]))
+            if part is not None:
+                parts.append((c, part[1], part[2]))
+        if not parts:
+            return
+        t = np.concatenate([p[1] for p in parts])
+        order = np.argsort(t, kind="stable")
+        sizes = [p[1].size for p in parts]
+        self.add_arrivals(
+            Leads(
+                rep=np.full(t.size, self.row, dtype=np.intp),
+                channel=np.repeat([p[0] for p in parts], sizes)[order],
+                t=t[order],
+                period=np.full(t.size, m, dtype=np.intp),
+                key=np.concatenate([p[2] for p in parts])[order],
+            )
+        )
 
     # ---------------------------------------------------------------- moving leads on
     def _period(self, t: float) -> int:
