@@ -3,8 +3,10 @@
 Times, in one run: a straightforward per-customer Python simulation of the same cohort (the
 baseline, a loop over customers and their purchases with NumPy scalar draws), funnelsim's
 vectorized cohort simulation on one worker, and `funnelsim run` on the scenario as a user
-would (1,000 replications, default workers). Prints customers per second, the ratio, and the
-target: the whole run under 2 s on the 2-core development machine. Asserts nothing.
+would (1,000 replications, default workers), in a warm process (the simulation) and as a
+fresh `funnelsim run` process (imports and printed tables included). Prints customers per
+second, the ratio, and the target: under 2 s on the 2-core development machine. Asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -113,6 +115,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{simulated.std(ddof=1) / np.sqrt(simulated.size):,.0f}"
     )
 
+    start = time.perf_counter()
+    montecarlo.run(scenario, replications=cli_reps)  # default workers: the CPU count
+    sim_seconds = time.perf_counter() - start
+
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "repeat.yaml"
         path.write_text(yaml.safe_dump({**SCENARIO, "replications": cli_reps}))
@@ -123,14 +129,21 @@ def main(argv: list[str] | None = None) -> None:
             subprocess.run(command, check=True, capture_output=True)
             runs.append(time.perf_counter() - start)
     best = min(runs)
-    status = "PASS" if best < TARGET_SECONDS else "MISS"
-    print(f"\n## `funnelsim run` ({cli_reps:,} replications, default workers)\n")
-    print(f"best of {len(runs)}: {best:.2f} s (runs: {', '.join(f'{r:.2f}' for r in runs)})")
-    print(f"target < {TARGET_SECONDS:g} s   {status}")
+
+    def status(seconds: float) -> str:
+        return "PASS" if seconds < TARGET_SECONDS else "MISS"
+
+    print(f"\n## {cli_reps:,} replications, default workers\n")
+    print(f"simulation (funnelsim.run, warm process): {sim_seconds:.2f} s  {status(sim_seconds)}")
+    print(f"`funnelsim run` (a fresh process: imports, simulation, tables), best of {len(runs)}: ")
+    print(f"  {best:.2f} s (runs: {', '.join(f'{r:.2f}' for r in runs)})  {status(best)}")
+    print(f"target < {TARGET_SECONDS:g} s")
     print("\n| measure | result | target |\n|---|---:|---:|")
     print(f"| per-customer Python loop, customers/s | {base_rate:,.0f} | baseline |")
     print(f"| funnelsim, 1 worker, customers/s | {vec_rate:,.0f} ({vec_rate / base_rate:.0f}×) | |")
-    print(f"| `funnelsim run`, {cli_reps:,} replications | {best:.2f} s | < {TARGET_SECONDS:g} s |")
+    target = f"< {TARGET_SECONDS:g} s"
+    print(f"| simulation, {cli_reps:,} replications | {sim_seconds:.2f} s | {target} |")
+    print(f"| `funnelsim run`, {cli_reps:,} replications | {best:.2f} s | {target} |")
 
 
 if __name__ == "__main__":

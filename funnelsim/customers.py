@@ -175,14 +175,16 @@ def simulate_cohort(
         active = draws.uniform(_ALIVE) < bg_nbd_p_alive(model, x, t_x, age)
     shape = model.r if x is None else model.r + x
     rate = model.alpha if age is None else model.alpha + age
-    if isinstance(model, BGNBD):
+    bg_nbd = isinstance(model, BGNBD)
+    if bg_nbd:
         b = model.b if x is None else model.b + x
-        lifetime = np.full(n, np.inf)
+        end = np.full(n, horizon)  # of a customer's purchases in the horizon
+        until = np.where(active, np.inf, start)
     else:
         mu = draws.gamma(model.s, _DROPOUT) / model.beta / unit
         lifetime = start - np.log(draws.uniform(_DIE)) / mu
-    until = np.where(active, lifetime, start)
-    customers, times, steps = [], [], []
+        end = np.minimum(horizon, lifetime)
+        until = np.where(active, lifetime, start)
 
     # The first repeat purchase, from its marginal distribution: with λ ~ Gamma(shape, rate)
     # the first of a Poisson process's events comes after a Lomax time, P(T₁ > t) =
@@ -191,19 +193,16 @@ def simulate_cohort(
     current = np.flatnonzero(active)
     rate_c = rate if np.ndim(rate) == 0 else rate[current]
     shape_c = shape if np.ndim(shape) == 0 else shape[current]
-    wait = rate_c * np.expm1(-np.log(draws.uniform(_GAP, current)) / shape_c)  # in units
-    first = start[current] + wait * unit
-    bought = first < np.minimum(horizon, lifetime[current])
-    buyers, first, wait = current[bought], first[bought], wait[bought]
-    lam = np.zeros(n)
-    lam[buyers] = (
-        draws.gamma(shape + 1 if np.ndim(shape) == 0 else shape[buyers] + 1, _LAMBDA, buyers)
-        / ((rate if np.ndim(rate) == 0 else rate[buyers]) + wait)
-        / unit
-    )  # per day
-    customers.append(buyers)
-    times.append(first)
-    steps.append(np.zeros(buyers.size, dtype=np.uint64))
+    wait = np.log(draws.uniform(_GAP, current))
+    wait /= -shape_c
+    np.expm1(wait, out=wait)
+    wait *= rate_c  # in units
+    first = wait * unit
+    first += start[current]
+    pick = np.flatnonzero(first < end[current])
+    buyers, first, wait = current[pick], first[pick], wait[pick]  # from here: per buyer
+    lam = draws.gamma(shape + 1 if np.ndim(shape) == 0 else shape[buyers] + 1, _LAMBDA, buyers)
+    lam /= ((rate if np.ndim(rate) == 0 else rate[buyers]) + wait) * unit  # per day
     nu = None
     if isinstance(model.spend, GammaGammaSpend):
         sp = model.spend
@@ -213,16 +212,16 @@ def simulate_cohort(
             known = ~np.isnan(spend) & (xs > 0)
             q_shape[known] += sp.p * xs[known]
             q_rate[known] += xs[known] * spend[known]
-        nu = np.ones(n)
-        nu[buyers] = draws.gamma(q_shape, _SPEND, buyers) / q_rate
-    last = np.full(n, np.inf)  # BG/NBD: the J-th repeat purchase is the last
-    if isinstance(model, BGNBD):
-        last[buyers] = _last_purchase(model.a, b if x is None else b[buyers], draws, buyers)
-        stops = last[buyers] == 1
+        nu = draws.gamma(q_shape, _SPEND, buyers) / q_rate
+    if bg_nbd:  # J: the repeat purchase after which the customer drops out
+        last = _last_purchase(model.a, b if x is None else b[buyers], draws, buyers)
+        stops = last == 1
         until[buyers[stops]] = first[stops]
-        current, t_now = buyers[~stops], first[~stops]
+        going = np.flatnonzero(~stops)
+        allowed = last[going] - 1
     else:
-        current, t_now = buyers, first
+        going = np.arange(buyers.size)
+        allowed = np.inf  # no dropout at purchases
 
     # Later purchases. Given λ, those after the first form a Poisson process on (first, end):
     # N ~ Poisson(λ · (end − first)) of them, at independent uniform times (in no order).
@@ -230,32 +229,37 @@ def simulate_cohort(
     # first m, in time order: the m smallest of N uniforms, drawn without the others by
     # Rényi's representation U_(k) = S_k / (S_m + G), S_k a sum of k Exp(1) spacings and
     # G ~ Gamma(N − m + 1); it stops at the m-th.
-    window = np.minimum(horizon, lifetime[current]) - t_now
-    n_more = draws.poisson(lam[current] * window, _COUNT, current)
-    allowed = last[current] - 1  # inf: never drops out
+    t_now, who_c = first[going], buyers[going]
+    window = end[who_c] - t_now
+    n_more = draws.poisson(lam[going] * window, _COUNT, who_c)
     cut = n_more >= allowed
     made = np.where(cut, allowed, n_more).astype(np.int64)
-    who = np.repeat(np.arange(current.size), made)  # each purchase's customer, in order
+    who = np.repeat(np.arange(going.size), made)  # each later purchase's customer, in order
     number = np.arange(who.size) - np.repeat(np.cumsum(made) - made, made) + 1
+    buyer = going[who]
     fraction = np.empty(who.size)  # of the window
-    free = ~cut[who]
-    fraction[free] = draws.per_purchase(_TIME, current[who[free]], number[free])
     if cut.any():
-        rows, m = ~free, made[cut]
-        spacing = draws.exponential_per_purchase(_SPACING, current[who[rows]], number[rows])
+        rows = cut[who]
+        free = ~rows
+        fraction[free] = draws.per_purchase(_TIME, buyers[buyer[free]], number[free])
+        m = made[cut]
+        spacing = draws.exponential_per_purchase(_SPACING, buyers[buyer[rows]], number[rows])
         np.cumsum(spacing, out=spacing)
         before = np.concatenate(([0.0], spacing))[np.cumsum(m) - m]  # sums of earlier customers
         spacing -= np.repeat(before, m)
         last_sum = spacing[np.cumsum(m) - 1]
-        total = last_sum + draws.gamma(n_more[cut] - m + 1.0, _REST, current[cut])
+        total = last_sum + draws.gamma(n_more[cut] - m + 1.0, _REST, who_c[cut])
         fraction[rows] = spacing / np.repeat(total, m)
-        until[current[cut]] = t_now[cut] + window[cut] * (last_sum / total)
-    customers.append(current[who])
-    times.append(t_now[who] + window[who] * fraction)
-    steps.append(number.astype(np.uint64))
-    customer = np.concatenate(customers)
-    when = np.concatenate(times)
-    number = np.concatenate(steps)
+        until[who_c[cut]] = t_now[cut] + window[cut] * (last_sum / total)
+    else:
+        fraction[:] = draws.per_purchase(_TIME, buyers[buyer], number)
+    fraction *= window[who]
+    fraction += t_now[who]
+    customer = np.concatenate((buyers, buyers[buyer]))
+    when = np.concatenate((first, fraction))
+    number = np.concatenate((np.zeros(buyers.size, dtype=np.uint64), number.astype(np.uint64)))
+    if nu is not None:
+        nu = np.concatenate((nu, nu[buyer]))  # per purchase
     value = _spend(model.spend, customer, number, nu, draws)
     return Life(customer, when, value, until, active)
 
@@ -295,11 +299,14 @@ def _beta_geometric_survival(a: float, b: float) -> np.ndarray:
 
 
 def _spend(spend, customer: np.ndarray, number: np.ndarray, nu, draws) -> np.ndarray:
-    """The value of each purchase (the customer's ``number``-th repeat purchase)."""
+    """The value of each purchase (the customer's ``number``-th repeat purchase); ``nu``:
+    the Gamma-Gamma rate of each purchase's customer."""
     if customer.size == 0:
         return np.zeros(0)
     if isinstance(spend, GammaGammaSpend):
-        return draws.spend_gamma(spend.p, customer, number) / nu[customer]
+        value = draws.spend_gamma(spend.p, customer, number)
+        value /= nu
+        return value
     return spend.draw(draws.purchase_keys(customer, number))
 
 
@@ -468,15 +475,23 @@ def add_repeat_sales(funnel, tally, rep_keys: np.ndarray) -> None:
     began = np.zeros((reps, periods + 1))  # customers becoming active, by period
     ended = np.zeros((reps, periods + 1))  # ... and stopping (P: after the horizon)
 
-    def book(life: Life, rep: np.ndarray, start: np.ndarray) -> np.ndarray:
-        """Count purchases and active spells; returns each purchase's (rep, period) cell."""
-        cell = rep[life.customer] * periods + cal.period_or_after(life.when)
+    def book(life: Life, rep: np.ndarray | int, start: np.ndarray | None) -> np.ndarray:
+        """Count purchases and active spells; returns each purchase's (rep, period) cell.
+        ``rep``: each customer's replication row, or one for all; ``start``: when each
+        became a customer (days), None: before the start."""
+        cell = cal.period_or_after(life.when)
+        cell += rep * periods if np.ndim(rep) == 0 else rep[life.customer] * periods
         purchases.flat[:] += np.bincount(cell, minlength=purchases.size)
         alive = life.active
-        rows = rep[alive] * (periods + 1)
-        began.flat[:] += np.bincount(rows + cal.period_or_after(start[alive]), minlength=began.size)
+        rows = rep * (periods + 1) if np.ndim(rep) == 0 else rep[alive] * (periods + 1)
+        if start is None:
+            began[rep, 0] += np.count_nonzero(alive)
+        else:
+            began.flat[:] += np.bincount(
+                rows + cal.period_or_after(start[alive]), minlength=began.size
+            )
         stop = cal.period_or_after(np.minimum(life.until[alive], horizon))
-        ended.flat[:] += np.bincount(rows + stop, minlength=ended.size)
+        ended.flat[:] += np.bincount(stop + rows, minlength=ended.size)
         return cell
 
     models = replication_models(funnel, rep_keys)
@@ -499,7 +514,7 @@ def add_repeat_sales(funnel, tally, rep_keys: np.ndarray) -> None:
             p_close = cal.period_or_after(cohort.t)
             np.add.at(first_payment, (cohort.rep, p_close, cohort.channel), float(model.price))
     for r, life in existing_lives(funnel, rep_keys, models):
-        cell = book(life, np.full(life.until.size, r), np.zeros(life.until.size))
+        cell = book(life, r, None)
         existing_revenue.flat[:] += np.bincount(
             cell, weights=life.value, minlength=existing_revenue.size
         )
