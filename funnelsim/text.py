@@ -5,6 +5,7 @@ These functions return strings; only :mod:`funnelsim.cli` prints them.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from funnelsim.analytic import channel_expectations, expected_leads, pipeline_expectations
@@ -538,7 +539,7 @@ def target_lines(targets: dict[str, Any], cur: str) -> list[str]:
     for metric, t in targets.items():
         bound = "at_most" if "at_most" in t else "at_least"
         sign = "<=" if bound == "at_most" else ">="
-        unit = f" {cur}" if metric in _MONEY else ""
+        unit = f" {t['unit']}" if t.get("unit") in (cur, "days", "months") else ""
         fmt = _FORMATS.get(metric, number)
         rows.append(
             [
@@ -630,9 +631,12 @@ def levers_text(result: dict[str, Any]) -> str:
     if costs:
         out.append(
             "\nCost: levers.costs (for this step) plus the change in the scenario's own costs "
-            "(marketing, reps)."
+            "(marketing, reps), over the horizon."
+            + (" Levers without a cost come last, by revenue uplift." if by_return else "")
         )
-    elif not by_return:
+    elif by_return:
+        out.append("\nNo lever has a cost: give levers.costs in the scenario to rank by return.")
+    else:
         out.append(
             "\nGive a levers: section with the cost of each improvement to rank by return "
             "(--rank return)."
@@ -655,8 +659,12 @@ def goal_text(result: dict[str, Any]) -> str:
     name = f"{lever['name']} (a multiplier; 1 = as now)" if multiplier else lever["name"]
     now = "" if multiplier else f" (now {lever['current']:,.6g})"
 
+    digits = max(0, 1 - math.floor(math.log10(lever["precision"])))
+
     def value(x: float) -> str:
-        return f"× {x:.4g}" if multiplier else f"{x:,.6g}"
+        if lever["integer"]:
+            return f"{x:,.0f}"
+        return f"× {x:.{digits}f}" if multiplier else f"{x:,.{digits}f}"
 
     out = [
         f"{result['scenario']}: P({metric} {sign} {fmt(t[bound])}{unit}) >= "
