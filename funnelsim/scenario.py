@@ -833,6 +833,9 @@ def _blame_overrides(problems: list[Problem], overrides: Sequence[str]) -> list[
 
 def _fingerprint(scenario: Scenario) -> str:
     body = scenario.model_dump(mode="json")
+    for key in ("targets", "levers"):  # absent: the hash of a scenario without them is as before
+        if body.get(key) is None:
+            body.pop(key, None)
     body["open_leads"] = [
         [lead.lead_id, lead.channel, lead.stage, lead.days_in_stage, lead.value]
         for lead in scenario.open_leads

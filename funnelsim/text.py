@@ -664,7 +664,8 @@ def goal_text(result: dict[str, Any]) -> str:
     def value(x: float) -> str:
         if lever["integer"]:
             return f"{x:,.0f}"
-        return f"× {x:.{digits}f}" if multiplier else f"{x:,.{digits}f}"
+        text = f"{x:,.{digits}f}".rstrip("0").rstrip(".") if digits else f"{x:,.0f}"
+        return f"× {text}" if multiplier else text
 
     out = [
         f"{result['scenario']}: P({metric} {sign} {fmt(t[bound])}{unit}) >= "
