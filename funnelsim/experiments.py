@@ -449,8 +449,14 @@ def _volume(scenario, data, draws, name, factor) -> str:
     volume = ch.get("leads_per_month")
     posterior = _scale_draws(draws, f"arrivals__{channel}__", factor, ("leads_per_month",))
     note = " (and its posterior draws)" if posterior else ""
+    mouth = ch.get("leads_per_active_customer_per_month")  # word of mouth, where supported
+    if mouth is not None:
+        ch["leads_per_active_customer_per_month"] = mouth * factor
+        return f"leads per active customer a month {mouth:.4g} → {mouth * factor:.4g}{note}"
     if volume is None:
-        cost = data["costs"]["channels"][channel]
+        cost = data.get("costs", {}).get("channels", {}).get(channel)
+        if not cost or "budget_per_month" not in cost:
+            raise _NotApplicable("the channel has no volume this lever knows how to change")
         before = cost["budget_per_month"]
         cost["budget_per_month"] = before * factor
         return (

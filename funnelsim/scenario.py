@@ -714,7 +714,7 @@ def apply_overrides(data: Any, overrides: Sequence[str], source: str) -> Any:
                     node[key] = value
                 else:
                     if node.get(key) is None:
-                        _refuse_new_name(parts, depth, node, path)
+                        _refuse_new_name(data, parts, depth, node, path)
                         node[key] = {}
                     node = node[key]
             else:
@@ -725,31 +725,39 @@ def apply_overrides(data: Any, overrides: Sequence[str], source: str) -> Any:
     return data
 
 
-NAMED_SECTIONS = (
-    ("channels",),
-    ("stages",),
-    ("stages", "*", "channels"),
-    ("costs", "channels"),
-    ("pipeline",),
-    ("targets",),
-    ("levers", "costs"),
-)
-"""Sections whose keys are names the scenario gives (channels, stages, ...): a ``--set`` path
-through a name that is not there is a typo, not a new entry (a new entry is given whole)."""
+NAMED_SECTIONS = {
+    ("channels",): None,
+    ("stages",): None,
+    ("stages", "*", "channels"): "channels",
+    ("costs", "channels"): "channels",
+    ("pipeline",): "stages",
+    ("targets",): None,
+    ("levers", "costs"): None,
+}
+"""Sections whose keys are names (a channel, a stage, ...), and the section whose names they
+may also take (a channel override names a channel). A ``--set`` path through another name
+is a typo, not a new entry: a new entry is given whole."""
 
 
-def _refuse_new_name(parts: list[str], depth: int, node: dict, path: str) -> None:
+def _refuse_new_name(root: Any, parts: list[str], depth: int, node: dict, path: str) -> None:
     section = parts[:depth]
-    named = any(
-        len(pattern) == len(section)
+    matches = [
+        names_from
+        for pattern, names_from in NAMED_SECTIONS.items()
+        if len(pattern) == len(section)
         and all(p == "*" or p == part for p, part in zip(pattern, section, strict=True))
-        for pattern in NAMED_SECTIONS
-    )
-    if not named:
+    ]
+    if not matches:
+        return
+    names_from = matches[0]
+    names = [str(k) for k in node]
+    source = root.get(names_from) if names_from and isinstance(root, dict) else None
+    if isinstance(source, dict):
+        names += [str(k) for k in source if str(k) not in names]
+    name = parts[depth]
+    if name in names:
         return
     where = ".".join(section)
-    name = parts[depth]
-    names = [str(k) for k in node]
     raise InputError(
         "--set",
         f"{path}: {where} has no '{name}'{did_you_mean(name, names)}; expected one of: "

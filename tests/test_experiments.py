@@ -499,3 +499,18 @@ def test_goal_rejects_what_it_cannot_search():
         goal(base, target, "channels.web.leads_per_month", probability=0.8, low=-10, high=5)
     with pytest.raises(InputError, match="--probability"):
         goal(base, target, "channels.web.leads_per_month", probability=1.5)
+
+
+def test_set_paths_through_names_must_name_what_the_scenario_has():
+    base = build(FAST)
+    # a channel override of an existing channel may be added field by field
+    changed = scenario_with(base, ["stages.new.channels.partners.next={qualified: 0.9, lost: 0.1}"])
+    assert changed.stages["new"].channels["partners"].next["qualified"] == 0.9
+    for path, name in (
+        ("stages.new.channels.partnres.next.lost=1", "partners"),
+        ("stages.nwe.duration.mean=2", "new"),
+        ("channels.partnres.leads_per_month=5", "partners"),
+    ):
+        with pytest.raises(InputError) as info:
+            scenario_with(base, [path])
+        assert f"did you mean '{name}'" in str(info.value), path
