@@ -1175,6 +1175,58 @@ def _check_money(s: Scenario) -> Iterable[Problem]:
         )
 
 
+def _check_team(s: Scenario, team: SalesTeam) -> Iterable[Problem]:
+    stages = list(s.stages)
+    for i, name in enumerate(team.stages):
+        if name not in s.stages:
+            yield Problem(
+                f"sales_team -> stages -> {i}",
+                f"unknown stage '{name}'{did_you_mean(name, stages)}; "
+                f"expected one of: {', '.join(stages)}",
+            )
+    if len(set(team.stages)) != len(team.stages):
+        yield Problem("sales_team -> stages", "lists a stage twice")
+    previous = s.start
+    for i, hire in enumerate(team.hiring):
+        where = f"sales_team -> hiring -> {i} -> from"
+        if not s.start < hire.from_ < s.end:
+            yield Problem(
+                where,
+                f"{hire.from_} is outside the horizon (after {s.start}, before {s.end})",
+            )
+        elif hire.from_ <= previous and i > 0:
+            yield Problem(where, f"{hire.from_} is not after the previous entry ({previous})")
+        previous = hire.from_
+    most = max([team.reps, len(team.skill)] + [h.reps for h in team.hiring])
+    skills = list(team.skill) + [1.0] * (most - len(team.skill))
+    for name in team.stages:
+        if name not in s.stages:
+            continue
+        for channel in s.channels:
+            probs = outcome_probabilities(stage_next(s, name, channel))
+            kept = sum(p for k, p in probs.items() if k != LOST)
+            for rep, skill in enumerate(skills):
+                if skill * kept > 1.0 + PROBABILITY_TOLERANCE:
+                    yield Problem(
+                        f"sales_team -> skill -> {rep}",
+                        f"skill {skill:g} × P(not lost) {kept:g} = {skill * kept:.4g} in stage "
+                        f"'{name}' (channel {channel}) would leave lost below 0; expected a "
+                        f"skill of at most {1 / kept:.4g} there",
+                    )
+                    break
+            else:
+                continue
+            break
+        duration = s.stages[name].duration
+        lost_listed = LOST in outcome_probabilities(s.stages[name].next)
+        if isinstance(duration, dict) and not lost_listed and any(x != 1.0 for x in skills):
+            yield Problem(
+                f"stages -> {name} -> duration",
+                "has no duration for 'lost', which a rep with skill below 1 makes possible in "
+                "this rep-worked stage; add one",
+            )
+
+
 def total_metrics(s: Scenario) -> list[str]:
     """The metrics a forecast of ``s`` has in total over the horizon (targets may name them)."""
     from funnelsim.forecast import (
@@ -1238,58 +1290,6 @@ def _check_levers(s: Scenario) -> Iterable[Problem]:
                 f"levers -> costs -> {name}",
                 f"unknown lever '{name}'{did_you_mean(name, valid)}; expected one of: "
                 f"{', '.join(valid)}",
-            )
-
-
-def _check_team(s: Scenario, team: SalesTeam) -> Iterable[Problem]:
-    stages = list(s.stages)
-    for i, name in enumerate(team.stages):
-        if name not in s.stages:
-            yield Problem(
-                f"sales_team -> stages -> {i}",
-                f"unknown stage '{name}'{did_you_mean(name, stages)}; "
-                f"expected one of: {', '.join(stages)}",
-            )
-    if len(set(team.stages)) != len(team.stages):
-        yield Problem("sales_team -> stages", "lists a stage twice")
-    previous = s.start
-    for i, hire in enumerate(team.hiring):
-        where = f"sales_team -> hiring -> {i} -> from"
-        if not s.start < hire.from_ < s.end:
-            yield Problem(
-                where,
-                f"{hire.from_} is outside the horizon (after {s.start}, before {s.end})",
-            )
-        elif hire.from_ <= previous and i > 0:
-            yield Problem(where, f"{hire.from_} is not after the previous entry ({previous})")
-        previous = hire.from_
-    most = max([team.reps, len(team.skill)] + [h.reps for h in team.hiring])
-    skills = list(team.skill) + [1.0] * (most - len(team.skill))
-    for name in team.stages:
-        if name not in s.stages:
-            continue
-        for channel in s.channels:
-            probs = outcome_probabilities(stage_next(s, name, channel))
-            kept = sum(p for k, p in probs.items() if k != LOST)
-            for rep, skill in enumerate(skills):
-                if skill * kept > 1.0 + PROBABILITY_TOLERANCE:
-                    yield Problem(
-                        f"sales_team -> skill -> {rep}",
-                        f"skill {skill:g} × P(not lost) {kept:g} = {skill * kept:.4g} in stage "
-                        f"'{name}' (channel {channel}) would leave lost below 0; expected a "
-                        f"skill of at most {1 / kept:.4g} there",
-                    )
-                    break
-            else:
-                continue
-            break
-        duration = s.stages[name].duration
-        lost_listed = LOST in outcome_probabilities(s.stages[name].next)
-        if isinstance(duration, dict) and not lost_listed and any(x != 1.0 for x in skills):
-            yield Problem(
-                f"stages -> {name} -> duration",
-                "has no duration for 'lost', which a rep with skill below 1 makes possible in "
-                "this rep-worked stage; add one",
             )
 
 
