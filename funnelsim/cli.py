@@ -168,8 +168,14 @@ def run(
     finally:
         bar.close()
     summary = forecast.summary(by)
+    extra = {}
+    if loaded.targets:
+        from funnelsim.experiments import target_report, target_specs
+
+        extra["targets"] = target_report(forecast.totals(), target_specs(loaded), loaded.currency)
+        summary = {**summary, **extra}
     if out is not None:
-        written = forecast.write(out, by=by)
+        written = forecast.write(out, by=by, extra=extra)
     click.echo(forecast_text(summary))
     if out is not None:
         click.echo("\nWrote " + ", ".join(str(p) for p in written))
@@ -237,6 +243,230 @@ def staff(
         written = write_staff(result, out)
     click.echo(staff_text(result))
     if out is not None:
+        click.echo("\nWrote " + ", ".join(str(p) for p in written))
+
+
+_out_option = functools.partial(
+    click.option, "--out", type=click.Path(file_okay=False, path_type=Path)
+)
+
+
+@main.command()
+@click.argument("base", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("variant_files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--variant",
+    "variant_options",
+    multiple=True,
+    metavar="NAME:PATH=VALUE",
+    help="A variant named NAME: the base with PATH set to VALUE (repeat with the same NAME "
+    "for several changes), e.g. --variant more_search:channels.paid_search.leads_per_month=160.",
+)
+@_set_option
+@_monte_carlo_options
+@_out_option(help="Write compare.json and compare.csv into this folder.")
+@_bad_input
+def compare(
+    base: Path,
+    variant_files: tuple[Path, ...],
+    variant_options: tuple[str, ...],
+    overrides: tuple[str, ...],
+    replications: int | None,
+    seed: int | None,
+    workers: int | None,
+    out: Path | None,
+) -> None:
+    """Compare variants with a base scenario, on common random numbers.
+
+    Every scenario runs with the base's seed and replications (or -n/--seed), so
+    replication i of a variant is paired with replication i of the base and the difference
+    is the variant's doing, not chance. Reports, per variant, the mean, P5, P50 and P95 of
+    the paired difference (variant - base) of revenue, won, revenue_new, revenue_repeat,
+    marketing_cost, sales_cost and ROI where present, and P(variant > base). VARIANT files
+    are whole scenarios (named by their file names); --set applies to every scenario.
+    """
+    from funnelsim.experiments import Variant, parse_variant_options, variant_of, write_compare
+    from funnelsim.experiments import compare as run_compare
+    from funnelsim.scenario import load_scenario
+    from funnelsim.text import compare_text
+
+    options = parse_variant_options(variant_options)
+    loaded = load_scenario(base, overrides)
+    variants = [
+        Variant(path.stem, load_scenario(path, overrides), str(path)) for path in variant_files
+    ]
+    variants += [variant_of(loaded, name, changes) for name, changes in options.items()]
+    bar = _Progress()
+    try:
+        result = run_compare(
+            loaded,
+            variants,
+            replications=replications,
+            seed=seed,
+            workers=workers,
+            progress=bar.update,
+        )
+    finally:
+        bar.close()
+    _report(result, compare_text, write_compare, out)
+
+
+@main.command()
+@_scenario_arg
+@_set_option
+@click.option(
+    "--step",
+    metavar="SHARE",
+    help="How much to improve each lever, e.g. 10% or 0.1 (default: the scenario's "
+    "levers.step, else 10%).",
+)
+@click.option(
+    "--rank",
+    type=click.Choice(["revenue", "return"]),
+    default="revenue",
+    show_default=True,
+    help="Rank by mean revenue uplift, or by uplift per unit of cost (levers.costs plus the "
+    "change in the scenario's own costs).",
+)
+@_monte_carlo_options
+@_out_option(help="Write levers.json and levers.csv into this folder.")
+@_bad_input
+def levers(
+    scenario: Path,
+    overrides: tuple[str, ...],
+    step: str | None,
+    rank: str,
+    replications: int | None,
+    seed: int | None,
+    workers: int | None,
+    out: Path | None,
+) -> None:
+    """Which element to improve? Improves each lever alone and ranks them by revenue uplift.
+
+    Levers: each channel's leads per month, each stage's probability of advancing (its
+    other outcomes scaled down in proportion) and its duration (shorter), the deal value,
+    and, where the scenario has them, one more rep, the leads' patience, the repeat
+    purchase rate, churn and spend. Each runs on the same random numbers as the base; the
+    uplift is reported with the P5-P95 of the paired difference and P(uplift > 0).
+    """
+    from funnelsim.experiments import levers as run_levers
+    from funnelsim.experiments import parse_step, write_levers
+    from funnelsim.scenario import load_scenario
+    from funnelsim.text import levers_text
+
+    share = parse_step(step) if step is not None else None
+    loaded = load_scenario(scenario, overrides)
+    bar = _Progress()
+    try:
+        result = run_levers(
+            loaded,
+            step=share,
+            rank_by=rank,
+            replications=replications,
+            seed=seed,
+            workers=workers,
+            progress=bar.update,
+        )
+    finally:
+        bar.close()
+    _report(result, levers_text, write_levers, out)
+
+
+EXIT_TARGET_UNREACHABLE = 3
+
+
+@main.command()
+@_scenario_arg
+@_set_option
+@click.option(
+    "--target",
+    required=True,
+    metavar="METRIC=VALUE",
+    help="A total metric and its target, e.g. revenue=2e6 (at least; at most for costs, CAC, "
+    "payback, days and lost), or revenue>=2e6, cac<=400.",
+)
+@click.option(
+    "--probability",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=0.8,
+    show_default=True,
+    help="The probability with which the target must be reached.",
+)
+@click.option(
+    "--lever",
+    required=True,
+    metavar="PATH",
+    help="What to change: a number of the scenario by its --set path, e.g. "
+    "channels.paid_search.leads_per_month or sales_team.reps, or a lever of `funnelsim "
+    "levers` (searched as a multiplier), e.g. stages.demo.advance.",
+)
+@click.option("--min", "low", type=float, help="Lower end of the search (default: 0, or × 0.25).")
+@click.option(
+    "--max", "high", type=float, help="Upper end (default: 4 × the current value, or × 4)."
+)
+@click.option(
+    "--precision",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop when the answer is known to within this (default: 1% of the current value; "
+    "1 for whole numbers; 0.01 for a multiplier).",
+)
+@_monte_carlo_options
+@_out_option(help="Write goal.json and goal.csv (every value tried) into this folder.")
+@_bad_input
+def goal(
+    scenario: Path,
+    overrides: tuple[str, ...],
+    target: str,
+    probability: float,
+    lever: str,
+    low: float | None,
+    high: float | None,
+    precision: float | None,
+    replications: int | None,
+    seed: int | None,
+    workers: int | None,
+    out: Path | None,
+) -> None:
+    """The least change of one lever that reaches a target with a given probability.
+
+    A bisection over the lever's value on common random numbers: every value tried runs
+    the same replications, so P(target reached) moves only because of the lever. Exit code
+    3 when no value within --min/--max reaches the target (the closest is reported).
+    """
+    from funnelsim.experiments import goal as run_goal
+    from funnelsim.experiments import parse_target, write_goal
+    from funnelsim.scenario import load_scenario
+    from funnelsim.text import goal_text
+
+    loaded = load_scenario(scenario, overrides)
+    spec = parse_target(target, loaded)
+    bar = _Progress()
+    try:
+        result = run_goal(
+            loaded,
+            spec,
+            lever,
+            probability=probability,
+            low=low,
+            high=high,
+            precision=precision,
+            replications=replications,
+            seed=seed,
+            workers=workers,
+            progress=bar.update,
+        )
+    finally:
+        bar.close()
+    _report(result, goal_text, write_goal, out)
+    if result["status"] == "unreachable":
+        sys.exit(EXIT_TARGET_UNREACHABLE)
+
+
+def _report(result, text: Callable, writer: Callable, out: Path | None) -> None:
+    """Write the files (if asked) first, so that the table is shown only when they exist."""
+    written = writer(result, out) if out is not None else None
+    click.echo(text(result))
+    if written:
         click.echo("\nWrote " + ", ".join(str(p) for p in written))
 
 

@@ -233,9 +233,14 @@ class Forecast:
         return rows
 
     # ------------------------------------------------------------------ files
-    def write(self, out_dir: str | Path, *, by: str = "month") -> list[Path]:
-        """Write summary.json, periods.csv and forecast.nc into ``out_dir``, atomically."""
-        summary = json.dumps(self.summary(by), indent=2, allow_nan=False) + "\n"
+    def write(
+        self, out_dir: str | Path, *, by: str = "month", extra: dict[str, Any] | None = None
+    ) -> list[Path]:
+        """Write summary.json, periods.csv and forecast.nc into ``out_dir``, atomically.
+
+        ``extra`` adds keys to summary.json (e.g. the targets' probabilities)."""
+        body = {**self.summary(by), **(extra or {})}
+        summary = json.dumps(body, indent=2, allow_nan=False) + "\n"
         files = {
             "summary.json": summary,
             "periods.csv": _csv(self.periods_rows(by)),

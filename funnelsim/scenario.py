@@ -26,6 +26,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -414,6 +415,102 @@ class PosteriorFile(Strict):
     )
 
 
+def _number_text(value: Any) -> Any:
+    """``2e6`` or ``2_000_000`` written as text (YAML reads ``2e6`` as a string) → a number."""
+    if isinstance(value, str):
+        try:
+            return float(value.strip().replace("_", ""))
+        except ValueError:
+            return value
+    return value
+
+
+TargetNumber = Annotated[float, BeforeValidator(_number_text), Field(allow_inf_nan=False)]
+
+
+class Target(Strict):
+    """A target for a total metric: reached when the metric is at least, or at most, a value."""
+
+    at_least: TargetNumber | None = None
+    at_most: TargetNumber | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Target:
+        if (self.at_least is None) == (self.at_most is None):
+            raise PydanticCustomError(
+                "target", "give exactly one of at_least and at_most (in the metric's unit)"
+            )
+        return self
+
+
+def _target_tag(value: Any) -> str:
+    return "as bound" if isinstance(value, dict | BaseModel) else "as number"
+
+
+TargetSpec = Annotated[
+    Annotated[Target, Tag("as bound")] | Annotated[TargetNumber, Tag("as number")],
+    Discriminator(_target_tag),
+]
+"""A target: a number (at least it; at most it for costs, CAC, payback, days, lost and leads
+gone cold), or ``{at_least: x}`` / ``{at_most: x}``."""
+
+AT_MOST_METRICS = frozenset(
+    {
+        "lost",
+        "cycle_days",
+        "went_cold",
+        "marketing_cost",
+        "sales_cost",
+        "cac",
+        "cac_marketing",
+        "payback_months",
+    }
+)
+"""Total metrics where less is better: a target given as a bare number is an upper bound."""
+
+
+def _step_text(value: Any) -> Any:
+    """A step as ``0.1`` or ``"10%"``."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            return float(value.strip()[:-1]) / 100.0
+        except ValueError:
+            return value
+    return value
+
+
+Step = Annotated[float, BeforeValidator(_step_text), Field(gt=0, lt=1, allow_inf_nan=False)]
+
+
+class LeverCost(Strict):
+    """What an improvement costs (currency): once, and/or every month of the horizon."""
+
+    once: NonNegative = 0.0
+    per_month: NonNegative = 0.0
+
+
+LeverCostSpec = Annotated[
+    Annotated[LeverCost, Tag("as bound")] | Annotated[NonNegative, Tag("as number")],
+    Discriminator(_target_tag),
+]
+"""A lever's cost: a number (over the horizon), or ``{once: ..., per_month: ...}``."""
+
+
+class Levers(Strict):
+    """What improving each element of the sales system by ``step`` would cost."""
+
+    step: Step = Field(
+        default=0.1,
+        description="The improvement the costs are for, e.g. 0.1 or '10%' (also the default "
+        "step of `funnelsim levers`).",
+    )
+    costs: dict[str, LeverCostSpec] = Field(
+        default_factory=dict,
+        description="Cost of each improvement over the horizon (currency), by lever name "
+        "(see `funnelsim levers`): a number, or {once: ..., per_month: ...}.",
+    )
+
+
 class Scenario(Strict):
     """A validated scenario. Build it with :func:`load_scenario` or :func:`scenario_from_dict`."""
 
@@ -448,6 +545,14 @@ class Scenario(Strict):
         default=None,
         description="Posterior draws of the repeat model (funnelsim fit): each replication "
         "uses one joint draw.",
+    )
+    targets: dict[str, TargetSpec] | None = Field(
+        default=None,
+        description="Targets for total metrics, e.g. {revenue: 2000000}: `run` reports the "
+        "probability of reaching each.",
+    )
+    levers: Levers | None = Field(
+        default=None, description="The cost of each improvement (funnelsim levers)."
     )
 
     _source: Path | None = PrivateAttr(default=None)
@@ -616,6 +721,7 @@ def apply_overrides(data: Any, overrides: Sequence[str], source: str) -> Any:
                     node[key] = value
                 else:
                     if node.get(key) is None:
+                        _refuse_new_name(data, parts, depth, node, path)
                         node[key] = {}
                     node = node[key]
             else:
@@ -624,6 +730,47 @@ def apply_overrides(data: Any, overrides: Sequence[str], source: str) -> Any:
                     "--set", f"{path}: {parent} is a value ({node!r}), not a section with keys"
                 )
     return data
+
+
+NAMED_SECTIONS = {
+    ("channels",): None,
+    ("stages",): None,
+    ("stages", "*", "channels"): "channels",
+    ("costs", "channels"): "channels",
+    ("pipeline",): "stages",
+    ("targets",): None,
+    ("levers", "costs"): None,
+}
+"""Sections whose keys are names (a channel, a stage, ...), and the section whose names they
+may also take (a channel override names a channel). A ``--set`` path through another name
+is a typo, not a new entry: a new entry is given whole."""
+
+
+def _refuse_new_name(root: Any, parts: list[str], depth: int, node: dict, path: str) -> None:
+    section = parts[:depth]
+    matches = [
+        names_from
+        for pattern, names_from in NAMED_SECTIONS.items()
+        if len(pattern) == len(section)
+        and all(p == "*" or p == part for p, part in zip(pattern, section, strict=True))
+    ]
+    if not matches:
+        return
+    names_from = matches[0]
+    names = [str(k) for k in node]
+    source = root.get(names_from) if names_from and isinstance(root, dict) else None
+    if isinstance(source, dict):
+        names += [str(k) for k in source if str(k) not in names]
+    name = parts[depth]
+    if name in names:
+        return
+    where = ".".join(section)
+    raise InputError(
+        "--set",
+        f"{path}: {where} has no '{name}'{did_you_mean(name, names)}; expected one of: "
+        f"{', '.join(names) or 'none given'} (to add one, give it whole: "
+        f"{where}.{name}={{...}})",
+    )
 
 
 # ---------------------------------------------------------------- loading
@@ -701,6 +848,9 @@ def _blame_overrides(problems: list[Problem], overrides: Sequence[str]) -> list[
 
 def _fingerprint(scenario: Scenario) -> str:
     body = scenario.model_dump(mode="json")
+    for key in ("targets", "levers"):  # absent: the hash of a scenario without them is as before
+        if body.get(key) is None:
+            body.pop(key, None)
     body["open_leads"] = [
         [lead.lead_id, lead.channel, lead.stage, lead.days_in_stage, lead.value]
         for lead in scenario.open_leads
@@ -870,6 +1020,8 @@ def _check(s: Scenario) -> Iterable[Problem]:
     if s.sales_team is not None:
         yield from _check_team(s, s.sales_team)
     yield from _check_money(s)
+    yield from _check_targets(s)
+    yield from _check_levers(s)
     if isinstance(s.pipeline, dict):
         for sname, entry in s.pipeline.items():
             where = f"pipeline -> {sname}"
@@ -1098,6 +1250,72 @@ def _check_team(s: Scenario, team: SalesTeam) -> Iterable[Problem]:
                 f"stages -> {name} -> duration",
                 "has no duration for 'lost', which a rep with skill below 1 makes possible in "
                 "this rep-worked stage; add one",
+            )
+
+
+def total_metrics(s: Scenario) -> list[str]:
+    """The metrics a forecast of ``s`` has in total over the horizon (targets may name them)."""
+    from funnelsim.forecast import (
+        ECONOMICS_METRICS,
+        FUNNEL_METRICS,
+        REPEAT_METRICS,
+        TEAM_METRICS,
+    )
+
+    names = list(FUNNEL_METRICS)
+    if s.repeat is not None:
+        names += REPEAT_METRICS
+    if s.sales_team is not None:
+        names += TEAM_METRICS
+    if s.costs is not None:
+        names += ECONOMICS_METRICS
+    return names
+
+
+def lever_names(s: Scenario) -> list[str]:
+    """The levers of a scenario (what ``funnelsim levers`` improves, one at a time), by name:
+    each channel's volume, each stage's advance probability and duration, the deal value,
+    the sales team's size and patience, and the repeat model's purchase rate, churn and
+    spend (as the scenario has them)."""
+    names = [f"channels.{c}.leads_per_month" for c in s.channels]
+    for stage in s.stages:
+        names += [f"stages.{stage}.advance", f"stages.{stage}.duration"]
+    if s.deal_value is not None or any(ch.deal_value is not None for ch in s.channels.values()):
+        names.append("deal_value")
+    if s.sales_team is not None:
+        names.append("sales_team.reps")
+        if s.sales_team.patience is not None:
+            names.append("sales_team.patience")
+    if s.repeat is not None:
+        if not isinstance(s.repeat, Subscription):
+            names.append("repeat.purchase_rate")
+        names += ["repeat.churn", "repeat.spend"]
+    return names
+
+
+def _check_targets(s: Scenario) -> Iterable[Problem]:
+    if not s.targets:
+        return
+    valid = total_metrics(s)
+    for name in s.targets:
+        if name not in valid:
+            yield Problem(
+                f"targets -> {name}",
+                f"unknown metric '{name}'{did_you_mean(name, valid)}; expected a total metric "
+                f"of this scenario: {', '.join(valid)}",
+            )
+
+
+def _check_levers(s: Scenario) -> Iterable[Problem]:
+    if s.levers is None:
+        return
+    valid = lever_names(s)
+    for name in s.levers.costs:
+        if name not in valid:
+            yield Problem(
+                f"levers -> costs -> {name}",
+                f"unknown lever '{name}'{did_you_mean(name, valid)}; expected one of: "
+                f"{', '.join(valid)}",
             )
 
 
@@ -1493,6 +1711,15 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "funnelsim scenario (version 1)"
     return schema
+
+
+def with_posterior_draws(scenario: Scenario, draws: dict[str, np.ndarray]) -> Scenario:
+    """A copy of ``scenario`` whose joint posterior draws are ``draws`` (same names, e.g.
+    scaled by a lever); its sha256 covers them."""
+    copy = scenario.model_copy()
+    copy._posterior = draws
+    copy._sha256 = _fingerprint(copy)
+    return copy
 
 
 def scenario_with(scenario: Scenario, overrides: Sequence[str]) -> Scenario:

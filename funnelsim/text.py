@@ -5,6 +5,7 @@ These functions return strings; only :mod:`funnelsim.cli` prints them.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from funnelsim.analytic import channel_expectations, expected_leads, pipeline_expectations
@@ -333,6 +334,8 @@ def forecast_text(summary: dict[str, Any]) -> str:
             rows,
         )
     )
+    if summary.get("targets"):
+        out += ["", *target_lines(summary["targets"], cur)]
     return "\n".join(out)
 
 
@@ -500,4 +503,208 @@ def holdout_text(h: dict[str, Any]) -> str:
     out.append(
         _table(["repeat purchases before", "customers", "actual mean", "predicted mean"], rows)
     )
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- experiments
+
+
+def _signed(metric: str, x: float | None) -> str:
+    """A paired difference with its sign: money and counts as numbers, ROI in points."""
+    if x is None or x != x:
+        return "n/a"
+    if metric == "roi":
+        v = round(100 * x, 1)
+        return "0.0 pp" if v == 0 else f"{v:+.1f} pp"
+    if metric in _MONEY:
+        v = round(x)
+        return "0" if v == 0 else f"{v:+,.0f}"
+    v = round(x, 1)
+    return "0.0" if v == 0 else f"{v:+,.1f}"
+
+
+def _level(metric: str, x: float | None) -> str:
+    if metric == "roi":
+        return percent(x)
+    return number(x) if metric in _MONEY else number(x, 1)
+
+
+def _metric_label(metric: str, cur: str) -> str:
+    label = {"roi": "ROI", "sales_cost": "sales cost (reps)"}.get(metric, metric.replace("_", " "))
+    return f"{label} ({cur})" if metric in _MONEY else label
+
+
+def target_lines(targets: dict[str, Any], cur: str) -> list[str]:
+    """P(target reached) of each target, as ``funnelsim run`` shows them."""
+    rows = []
+    for metric, t in targets.items():
+        bound = "at_most" if "at_most" in t else "at_least"
+        sign = "<=" if bound == "at_most" else ">="
+        unit = f" {t['unit']}" if t.get("unit") in (cur, "days", "months") else ""
+        fmt = _FORMATS.get(metric, number)
+        rows.append(
+            [
+                f"{metric} {sign} {fmt(t[bound])}{unit}",
+                percent(t["probability"]),
+                f"± {percent(t['se'])}",
+                fmt(t["mean"]),
+            ]
+        )
+    return [
+        "Targets (probability of reaching each over the horizon; ± one Monte Carlo standard error)",
+        _table(["target", "P(reached)", "", "mean"], rows),
+    ]
+
+
+def compare_text(result: dict[str, Any]) -> str:
+    """The tables of ``funnelsim compare``: per variant, the paired differences."""
+    cur = result["currency"]
+    out = [
+        f"{result['base']['name']}: variants against the base, {result['start']} to "
+        f"{result['end']} (end exclusive); money in {cur}",
+        f"{result['replications']:,} replications on common random numbers (seed "
+        f"{result['seed']}): replication i of each variant is paired with replication i of "
+        "the base; differences are variant - base",
+    ]
+    for v in result["variants"]:
+        what = ", ".join(v["changes"]) if v["changes"] else v["source"]
+        out += ["", f"{v['name']} ({what})"]
+        rows = []
+        for metric, d in v["metrics"].items():
+            rows.append(
+                [
+                    _metric_label(metric, cur),
+                    _level(metric, d["base_mean"]),
+                    _level(metric, d["variant_mean"]),
+                    _signed(metric, d["mean"]),
+                    _signed(metric, d["p5"]),
+                    _signed(metric, d["p50"]),
+                    _signed(metric, d["p95"]),
+                    percent(d["p_greater"]),
+                ]
+            )
+        header = ["metric", "base", "variant", "difference", "P5", "P50", "P95"]
+        out.append(_table([*header, "P(variant > base)"], rows))
+    return "\n".join(out)
+
+
+def levers_text(result: dict[str, Any]) -> str:
+    """The ranking of ``funnelsim levers``."""
+    cur = result["currency"]
+    base = result["base"]["revenue"]
+    by_return = result["rank_by"] == "return"
+    out = [
+        f"{result['scenario']}: each lever improved by {percent(result['step'])} alone, "
+        f"{result['start']} to {result['end']} (end exclusive); money in {cur}",
+        f"{result['replications']:,} replications on common random numbers (seed "
+        f"{result['seed']}); uplift = improved - base revenue, replication by replication; "
+        f"ranked by {'revenue uplift per ' + cur + ' of cost' if by_return else 'revenue uplift'}",
+        f"Base revenue: mean {number(base['mean'])} (P5 {number(base['p5'])}, "
+        f"P95 {number(base['p95'])})",
+        "",
+    ]
+    costs = any(r["cost"] is not None for r in result["levers"])
+    rows = []
+    for r in result["levers"]:
+        d = r["revenue"]
+        row = [
+            str(r["rank"]),
+            r["lever"],
+            r["element"],
+            _signed("revenue", d["mean"]),
+            number(d["se"]),
+            f"{_signed('revenue', d['p5'])} to {_signed('revenue', d['p95'])}",
+            percent(d["p_greater"]),
+        ]
+        if costs:
+            ratio = r["revenue_per_cost"]
+            cost = "-" if r["cost"] is None else number(r["cost"])
+            row += [cost, "-" if ratio is None else f"{ratio:,.2f}"]
+        rows.append(row)
+    header = ["rank", "lever", "element", f"uplift ({cur})", "± se", "P5 to P95", "P(> 0)"]
+    if costs:
+        header += [f"cost ({cur})", f"uplift per {cur}"]
+    out.append(_table(header, rows, left=3))
+    out += ["", "What each lever changes"]
+    out += [f"  {r['rank']:>2}. {r['lever']}: {r['change']}" for r in result["levers"]]
+    for item in result["not_applicable"]:
+        out.append(f"\nNot applicable: {item['lever']}: {item['reason']}")
+    if costs:
+        out.append(
+            "\nCost: levers.costs (for this step) plus the change in the scenario's own costs "
+            "(marketing, reps), over the horizon."
+            + (" Levers without a cost come last, by revenue uplift." if by_return else "")
+        )
+    elif by_return:
+        out.append("\nNo lever has a cost: give levers.costs in the scenario to rank by return.")
+    else:
+        out.append(
+            "\nGive a levers: section with the cost of each improvement to rank by return "
+            "(--rank return)."
+        )
+    for note in result["notes"]:
+        out.append(f"\nNote: {note}")
+    return "\n".join(out)
+
+
+def goal_text(result: dict[str, Any]) -> str:
+    """The answer of ``funnelsim goal``, with every value tried."""
+    cur = result["currency"]
+    t, lever = result["target"], result["lever"]
+    metric = t["metric"]
+    bound = "at_most" if "at_most" in t else "at_least"
+    sign = "<=" if bound == "at_most" else ">="
+    unit = f" {cur}" if metric in _MONEY else ""
+    fmt = _FORMATS.get(metric, number)
+    multiplier = lever["kind"] == "multiplier"
+    name = f"{lever['name']} (a multiplier; 1 = as now)" if multiplier else lever["name"]
+    now = "" if multiplier else f" (now {lever['current']:,.6g})"
+
+    digits = max(0, 1 - math.floor(math.log10(lever["precision"])))
+
+    def value(x: float) -> str:
+        if lever["integer"]:
+            return f"{x:,.0f}"
+        text = f"{x:,.{digits}f}".rstrip("0").rstrip(".") if digits else f"{x:,.0f}"
+        return f"× {text}" if multiplier else text
+
+    out = [
+        f"{result['scenario']}: P({metric} {sign} {fmt(t[bound])}{unit}) >= "
+        f"{percent(t['probability'])} over {result['start']} to {result['end']} (end exclusive)",
+        f"by changing {name}{now}: searched {value(lever['min'])} to {value(lever['max'])} on "
+        f"the same {result['replications']:,} replications (seed {result['seed']}); "
+        f"{lever['better']} is better; precision {lever['precision']:.4g}",
+        "",
+    ]
+    status = result["status"]
+    least = "smallest" if lever["better"] == "larger" else "largest"
+    if status == "found":
+        short = result["just_short"]
+        out.append(
+            f"The {least} value that reaches the target: {value(result['value'])}, with "
+            f"P = {percent(result['probability'])} (± {percent(result['probability_se'])}); at "
+            f"{value(short['value'])} P = {percent(short['probability'])}."
+        )
+        if result.get("change"):
+            out.append(f"That is: {result['change']}.")
+    elif status == "at_bound":
+        edge = "lower" if lever["better"] == "larger" else "upper"
+        out.append(
+            f"Already reached at the {edge} bound {value(result['value'])}: P = "
+            f"{percent(result['probability'])}. Move --{'min' if edge == 'lower' else 'max'} "
+            "to search beyond it."
+        )
+    else:
+        best = result["best_within_bounds"]
+        out.append(
+            f"No value of {lever['name']} from {value(lever['min'])} to {value(lever['max'])} "
+            f"reaches the target with probability {percent(t['probability'])}: the best, "
+            f"{value(best['value'])}, gives P = {percent(best['probability'])} (mean {metric} "
+            f"{fmt(best['mean'])}). Widen --min/--max or change another lever."
+        )
+    rows = [
+        [value(s["value"]), percent(s["probability"]), fmt(s["mean"])]
+        for s in sorted(result["steps"], key=lambda s: s["value"])
+    ]
+    out += ["", "Values tried", _table(["value", "P(reached)", f"mean {metric}{unit}"], rows)]
     return "\n".join(out)

@@ -98,7 +98,7 @@ def test_every_command_has_help_text(name, command):
 
 
 def test_expected_commands_exist():
-    assert {"validate", "schema", "run"} <= set(main.commands)
+    assert {"validate", "schema", "run", "compare", "levers", "goal"} <= set(main.commands)
 
 
 def test_group_help_lists_the_commands():
@@ -377,16 +377,25 @@ IMPORT_PROBE = textwrap.dedent(
 
     runner = CliRunner()
     codes = []
-    for args in (["--help"], ["run", "--help"], ["run", sys.argv[1], "-n", "3", "--workers", "1"]):
+    tiny, fast = sys.argv[1], ["-n", "3", "--workers", "1"]
+    for args in (
+        ["--help"],
+        ["run", "--help"],
+        ["run", tiny, *fast],
+        *([name, "--help"] for name in ("compare", "levers", "goal")),
+        ["compare", tiny, "--variant", "v:channels.web.leads_per_month=40", *fast],
+        ["levers", tiny, *fast],
+        ["goal", tiny, "--target", "won=1", "--lever", "deal_value", *fast],
+    ):
         result = runner.invoke(main, args)
-        codes.append([args[-1], result.exit_code, result.output[-300:]])
+        codes.append([" ".join(args[:2]), result.exit_code, result.output[-300:]])
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
     print(json.dumps({"codes": codes, "attempted": attempted, "loaded": loaded}))
     """
 )
 
 
-def test_run_and_help_do_not_import_pymc_or_arviz(tiny):
+def test_run_experiments_and_help_do_not_import_pymc_or_arviz(tiny):
     result = subprocess.run(
         [sys.executable, "-c", IMPORT_PROBE, str(tiny)],
         capture_output=True,
