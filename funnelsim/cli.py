@@ -462,6 +462,129 @@ def goal(
         sys.exit(EXIT_TARGET_UNREACHABLE)
 
 
+@main.command()
+@_scenario_arg
+@_set_option
+@click.option(
+    "--compare",
+    "variant_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="VARIANT.yaml",
+    help="A variant scenario to compare with this one on common random numbers (repeatable).",
+)
+@click.option(
+    "--variant",
+    "variant_options",
+    multiple=True,
+    metavar="NAME:PATH=VALUE",
+    help="A variant named NAME: this scenario with PATH set to VALUE (repeat with the same "
+    "NAME for several changes).",
+)
+@click.option("--levers", "with_levers", is_flag=True, help="Rank the levers (a tornado chart).")
+@click.option("--step", metavar="SHARE", help="The levers' improvement, e.g. 10% (default 10%).")
+@_monte_carlo_options
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The HTML file to write (default: reports/<scenario file name>.html).",
+)
+@click.option("--pdf", is_flag=True, help="Also print it to a PDF beside it (needs Chromium).")
+@_bad_input
+def report(
+    scenario: Path,
+    overrides: tuple[str, ...],
+    variant_files: tuple[Path, ...],
+    variant_options: tuple[str, ...],
+    with_levers: bool,
+    step: str | None,
+    replications: int | None,
+    seed: int | None,
+    workers: int | None,
+    output: Path | None,
+    pdf: bool,
+) -> None:
+    """Write a forecast report for a client: one self-contained HTML file (and a PDF).
+
+    The executive summary, monthly revenue with its bands, the funnel, new and repeat
+    revenue, unit economics, the sales team, the levers (--levers) and compared variants
+    (--compare, --variant) where there are any, every assumption of the scenario and how to
+    reproduce the numbers. No network requests; charts are embedded.
+    """
+    from funnelsim import experiments
+    from funnelsim.montecarlo import EngineError
+    from funnelsim.montecarlo import run as run_forecast
+    from funnelsim.report import ReportError, build_report, find_chromium, write_report
+    from funnelsim.scenario import load_scenario
+
+    if pdf and find_chromium() is None:
+        raise BadInput(
+            "error: --pdf needs Chromium (or Chrome) and none was found; on Debian or Ubuntu: "
+            "apt install chromium (or set FUNNELSIM_CHROMIUM to the browser's path)"
+        )
+    if step is not None and not with_levers:
+        raise BadInput("error: --step: applies to the levers; add --levers")
+    target = output if output is not None else Path("reports") / f"{scenario.stem}.html"
+    if target.suffix.lower() not in (".html", ".htm"):
+        raise BadInput(f"error: --output: {target}: expected a file name ending in .html")
+    if target.is_dir():
+        raise BadInput(f"error: --output: {target} is a folder; expected an .html file name")
+    loaded = load_scenario(scenario, overrides)
+    share = experiments.parse_step(step) if step is not None else None
+    options = experiments.parse_variant_options(variant_options)
+    variants = [
+        experiments.Variant(p.stem, load_scenario(p, overrides), str(p)) for p in variant_files
+    ]
+    variants += [experiments.variant_of(loaded, n, c) for n, c in options.items()]
+    for v in variants:
+        experiments.check_comparable(loaded, v)
+    runs = {"replications": replications, "seed": seed, "workers": workers}
+    bar = _Progress()
+    try:
+        forecast = run_forecast(loaded, progress=bar.update, **runs)
+        levers = experiments.levers(loaded, step=share, **runs) if with_levers else None
+        compared = experiments.compare(loaded, variants, **runs) if variants else None
+    except EngineError as exc:
+        raise BadInput(f"error: {scenario}: {exc}") from None
+    finally:
+        bar.close()
+    command = _report_command(
+        scenario,
+        overrides,
+        forecast,
+        with_levers,
+        share,
+        variant_files,
+        variant_options,
+        target,
+        pdf,
+    )
+    page = build_report(loaded, forecast, levers=levers, variants=compared, command=command)
+    try:
+        written = write_report(page, target, pdf=pdf)
+    except ReportError as exc:
+        raise BadInput(f"error: {exc}") from None
+    click.echo("Wrote " + ", ".join(str(p) for p in written))
+
+
+def _report_command(
+    scenario, overrides, forecast, with_levers, share, files, options, target, pdf
+) -> str:
+    """The command line that makes this report again."""
+    import shlex
+
+    a = forecast.attrs
+    parts = ["funnelsim", "report", str(scenario)]
+    parts += [f"--set={o}" for o in overrides]
+    parts += ["-n", str(a["replications"]), "--seed", str(a["seed"])]
+    if with_levers:
+        parts += ["--levers"] + ([f"--step={share:g}"] if share is not None else [])
+    parts += [f"--compare={f}" for f in files] + [f"--variant={v}" for v in options]
+    parts += ["-o", str(target)] + (["--pdf"] if pdf else [])
+    return shlex.join(parts)
+
+
 def _report(result, text: Callable, writer: Callable, out: Path | None) -> None:
     """Write the files (if asked) first, so that the table is shown only when they exist."""
     written = writer(result, out) if out is not None else None

@@ -35,11 +35,13 @@ what the change touches. Per kind of change (the levers of :func:`levers`):
   same key exactly: every stay is exactly that much shorter, every deal exactly that much
   larger. Weaker: an opening-pipeline lead already aged in a stage whose duration changes
   draws its outcome from p_k·S_k(age), which changes with the durations.
-* **purchase rate** (BG/NBD, Pareto/NBD: α ÷ factor): a new customer's purchase times are
-  exactly compressed by the factor (same uniforms). **Churn** (Pareto/NBD: β ÷ factor,
-  exact; a fixed subscription churn: exact, a customer renews while its uniform allows;
-  BG/NBD's dropout Beta(a, b) and a subscription's Beta churn: mean × factor with a + b
-  kept, the beta draws redrawn from the same keys with new shapes: correlated, not exact).
+* **purchase rate** (BG/NBD, Pareto/NBD: α ÷ factor): a new customer's rate and first repeat
+  purchase scale exactly (same uniforms); its later purchases are a Poisson count drawn by
+  inverting the same uniform, so never fewer, at the same fractions of the rest of the
+  horizon. **Churn** (Pareto/NBD: β ÷ factor, exact; a fixed subscription churn: exact, a
+  customer renews while its uniform allows; BG/NBD's dropout: mean × factor with a + b kept,
+  the dropout count J inverted from the same uniform; a subscription's Beta churn: the beta
+  draws redrawn from the same keys with new shapes: correlated, not exact).
 * **existing customers** draw from one NumPy generator per replication (see
   :mod:`funnelsim.customers`): untouched by funnel changes (identical), but under a repeat
   lever the number of draws changes and their pairing is weaker.

@@ -78,7 +78,7 @@ class Numbers:
     def money(self, x: float | None) -> str:
         if x is None or not np.isfinite(x):
             return "n/a"
-        sign = "−" if x < 0 else ""
+        sign = "−" if x < 0 and abs(x) >= 0.005 else ""
         x = abs(x)
         if x >= 10_000_000:
             return f"{sign}{self.symbol}{x / 1e6:,.1f}M"
@@ -92,7 +92,7 @@ class Numbers:
         """Whole units, for tables where the digits add up."""
         if x is None or not np.isfinite(x):
             return "n/a"
-        return ("−" if x < 0 else "") + f"{self.symbol}{abs(x):,.0f}"
+        return ("−" if x <= -0.5 else "") + f"{self.symbol}{abs(x):,.0f}"
 
     @staticmethod
     def count(x: float | None) -> str:
@@ -149,10 +149,15 @@ def build_report(
 
     ``levers`` and ``variants`` are the results of :func:`funnelsim.experiments.levers` and
     :func:`funnelsim.experiments.compare`; ``targets`` the P(target reached) of each target
-    (:func:`funnelsim.experiments.target_report`); ``command`` the command that reproduces it.
+    (:func:`funnelsim.experiments.target_report`; by default from the scenario's
+    ``targets``); ``command`` the command that reproduces it.
     """
     f = Numbers(scenario.currency)
     prepared = prepared or date.today()
+    if targets is None and scenario.targets:
+        from funnelsim.experiments import target_report, target_specs
+
+        targets = target_report(forecast.totals(), target_specs(scenario), scenario.currency)
     totals = forecast.summary()["totals"]
     sections = [
         _summary(scenario, forecast, f, levers, targets),
@@ -226,9 +231,8 @@ def _summary(scenario, forecast: Forecast, f: Numbers, levers, targets) -> str:
         )
     for name, entry in (targets or {}).items():
         text.append(
-            f"The probability of reaching the target for {_e(_label(name))} "
-            f"({_e(entry.get('target_text', _target_value(entry, f)))}) is "
-            f"<b>{f.share(entry['probability'], 0)}</b>."
+            f"The probability of reaching the {_e(_metric_name(name))} target "
+            f"({_e(_target_text(name, entry, f))}) is <b>{f.share(entry['probability'], 0)}</b>."
         )
     best = _best_lever(levers)
     if best is not None:
@@ -252,7 +256,13 @@ def _summary(scenario, forecast: Forecast, f: Numbers, levers, targets) -> str:
             ("LTV : CAC", f.ratio(t["ltv_to_cac"]["mean"]), f"CAC {f.money(t['cac']['mean'])}")
         )
     for name, entry in (targets or {}).items():
-        cards.append((f"P({_label(name)} target)", f.share(entry["probability"], 0), ""))
+        cards.append(
+            (
+                f"P({_metric_name(name)} target)",
+                f.share(entry["probability"], 0),
+                _target_text(name, entry, f),
+            )
+        )
     card_html = "".join(
         f"<div class='card'><div class='k'>{_e(k)}</div><div class='v'>{_e(v)}</div>"
         f"<div class='n'>{_e(n)}</div></div>"
@@ -262,19 +272,56 @@ def _summary(scenario, forecast: Forecast, f: Numbers, levers, targets) -> str:
     return _section("summary", "Executive summary", body)
 
 
-def _target_value(entry: Mapping[str, Any], f: Numbers) -> str:
-    value = entry.get("target")
-    return f.count(value) if value is not None else ""
+def _target_text(metric: str, entry: Mapping[str, Any], f: Numbers) -> str:
+    """``at least $2.00M`` from a target's entry."""
+    bound = "at most" if "at_most" in entry else "at least"
+    value = entry.get("at_most", entry.get("at_least"))
+    money = entry.get("unit") == f.currency
+    return f"{bound} {f.money(value) if money else f.count(value)}"
+
+
+def _metric_name(metric: str) -> str:
+    return _METRIC_NAMES.get(metric, metric.replace("_", " "))
+
+
+_METRIC_NAMES = {
+    "revenue": "revenue",
+    "revenue_new": "new-customer revenue",
+    "revenue_repeat": "repeat revenue",
+    "won": "won deals",
+    "customers_new": "new customers",
+    "marketing_cost": "marketing cost",
+    "sales_cost": "sales cost",
+    "roi": "ROI",
+    "cac": "CAC",
+    "ltv_to_cac": "LTV : CAC",
+}
+
+
+def _lever_label(lever: str) -> str:
+    """A lever's name as a reader says it: ``stages.demo.advance`` → ``Better conversion
+    at Demo``."""
+    parts = lever.split(".")
+    if parts[0] == "channels":
+        return f"More leads from {_label(parts[1])}"
+    if parts[0] == "stages":
+        what = {"advance": "Better conversion at", "duration": "Faster"}.get(parts[2], parts[2])
+        return f"{what} {_label(parts[1])}"
+    return {
+        "deal_value": "Larger deals",
+        "sales_team.reps": "One more rep",
+        "sales_team.patience": "More patient leads",
+        "repeat.purchase_rate": "More frequent repeat purchases",
+        "repeat.churn": "Better retention",
+        "repeat.spend": "Higher spend per repeat purchase",
+    }.get(lever, lever)
 
 
 def _best_lever(levers) -> dict[str, Any] | None:
-    if not levers:
+    if not levers or not levers.get("levers"):
         return None
-    rows = [r for r in levers.get("levers", []) if r.get("uplift", {}).get("mean") is not None]
-    if not rows:
-        return None
-    top = max(rows, key=lambda r: r["uplift"]["mean"])
-    return {"label": top.get("label", top.get("lever", "")), **top["uplift"]}
+    top = max(levers["levers"], key=lambda r: r["revenue"]["mean"])
+    return {"label": _lever_label(top["lever"]), **top["revenue"]}
 
 
 def _revenue(forecast: Forecast, f: Numbers) -> str:
@@ -443,67 +490,86 @@ def _team(scenario: Scenario, forecast: Forecast, f: Numbers) -> str:
 
 
 def _levers(levers: Mapping[str, Any], f: Numbers) -> str:
-    rows = [r for r in levers.get("levers", []) if r.get("uplift", {}).get("mean") is not None]
-    rows.sort(key=lambda r: r["uplift"]["mean"], reverse=True)
-    step = levers.get("step")
-    names = [r.get("label", r.get("lever", "")) for r in rows]
+    rows = sorted(levers.get("levers", []), key=lambda r: r["revenue"]["mean"], reverse=True)
+    names = [_lever_label(r["lever"]) for r in rows]
     chart = _svg(_tornado(names, rows, f), "Revenue uplift of each improvement") if rows else ""
+    costed = any(r.get("cost") for r in rows)
     table_rows = "".join(
-        f"<tr><td>{_e(name)}</td><td>{f.money_exact(r['uplift']['mean'])}</td>"
-        f"<td>{f.money_exact(r['uplift']['p5'])} – {f.money_exact(r['uplift']['p95'])}</td>"
-        f"<td>{f.share(r['uplift'].get('p_positive'), 0)}</td>"
-        + (f"<td>{f.ratio(r.get('return_on_cost'))}</td>" if levers.get("costed") else "")
+        f"<tr><td>{_e(name)}<div class='note'>{_e(r['change'])}</div></td>"
+        f"<td>{f.money_exact(r['revenue']['mean'])}</td>"
+        f"<td>{f.money_exact(r['revenue']['p5'])} – {f.money_exact(r['revenue']['p95'])}</td>"
+        f"<td>{f.share(r['revenue'].get('p_greater'), 0)}</td>"
+        + (
+            f"<td>{f.money_exact(r.get('cost'))}</td><td>{_per(r.get('revenue_per_cost'))}</td>"
+            if costed
+            else ""
+        )
         + "</tr>"
         for name, r in zip(names, rows, strict=True)
     )
-    cost_head = "<th>Return on cost</th>" if levers.get("costed") else ""
+    cost_head = (
+        f"<th>Cost ({_e(f.currency)})</th><th>Uplift per unit of cost</th>" if costed else ""
+    )
     table = (
-        "<table class='num'><thead><tr><th>Improvement</th><th>Mean uplift</th>"
+        "<table class='num'><thead><tr><th>Improvement</th><th>Mean revenue uplift</th>"
         f"<th>90% interval</th><th>P(gain)</th>{cost_head}</tr></thead><tbody>"
         + table_rows
         + "</tbody></table>"
     )
-    step_text = f" by {f.share(step, 0)}" if step is not None else ""
+    skipped = levers.get("not_applicable") or []
+    notes = [f"{_lever_label(n['lever'])}: {n['reason']}" for n in skipped]
+    notes += list(levers.get("notes") or [])
+    note = "".join(f"<p class='note'>{_e(n)}</p>" for n in notes)
     body = (
-        f"<p>Each element of the sales system improved{step_text}, one at a time, on the same "
-        "simulated futures as the forecast (common random numbers), so each bar is the "
-        "change's own effect. Bars: mean revenue uplift; whiskers: 90% interval of the "
-        "paired difference.</p>" + chart + table
+        f"<p>Each element of the sales system improved by {f.share(levers['step'], 0)}, one at a "
+        f"time, on the same simulated futures ({levers['replications']:,} replications, common "
+        "random numbers), so each bar is that change's own effect. Bars: mean revenue uplift; "
+        "whiskers: 90% interval of the paired difference.</p>" + chart + table + note
     )
     return _section("levers", "What to improve: the levers", body)
+
+
+def _per(x: float | None) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:,.2f}"
 
 
 def _variants(result: Mapping[str, Any], f: Numbers) -> str:
     blocks = []
     for variant in result.get("variants", []):
         rows = []
-        for metric, d in variant.get("differences", {}).items():
-            money = d.get("unit", "") == f.currency or metric in _MONEY_METRICS
-            show = f.money_exact if money else f.count
+        for metric, d in variant.get("metrics", {}).items():
             if metric == "roi":
                 show = f.share
+            elif d.get("unit") == f.currency:
+                show = f.money_exact
+            else:
+                show = f.count
             rows.append(
-                f"<tr><td>{_e(_label(metric))}</td><td>{show(d.get('mean'))}</td>"
-                f"<td>{show(d.get('p5'))} – {show(d.get('p95'))}</td>"
-                f"<td>{show(d.get('p50'))}</td>"
-                f"<td>{f.share(d.get('p_variant_greater'), 0)}</td></tr>"
+                f"<tr><td>{_e(_label(_metric_name(metric)))}</td><td>{show(d.get('base_mean'))}"
+                f"</td><td>{show(d.get('variant_mean'))}</td><td>{_signed(show, d.get('mean'))}"
+                f"</td><td>{_signed(show, d.get('p5'))} – {_signed(show, d.get('p95'))}</td>"
+                f"<td>{f.share(d.get('p_greater'), 0)}</td></tr>"
             )
         changes = variant.get("changes") or []
-        what = "; ".join(_e(c) for c in changes) if changes else _e(str(variant.get("source", "")))
+        what = "; ".join(changes) if changes else f"scenario file {variant.get('source', '')}"
         blocks.append(
-            f"<h3>{_e(variant.get('name', ''))}</h3><p class='note'>{what}</p>"
-            "<table class='num'><thead><tr><th>Metric</th><th>Mean difference</th>"
-            "<th>90% interval</th><th>Median</th><th>P(variant &gt; base)</th></tr></thead>"
-            "<tbody>" + "".join(rows) + "</tbody></table>"
+            f"<h3>{_e(_label(variant.get('name', '')))}</h3><p class='note'>{_e(what)}</p>"
+            "<table class='num'><thead><tr><th>Metric</th><th>Base</th><th>Variant</th>"
+            "<th>Mean difference</th><th>90% interval</th><th>P(variant &gt; base)</th></tr>"
+            "</thead><tbody>" + "".join(rows) + "</tbody></table>"
         )
     body = (
-        "<p>Each variant against this forecast, replication by replication on the same "
-        "random numbers: the distribution of the difference (variant − base).</p>" + "".join(blocks)
+        "<p>Each variant against this forecast, replication by replication on the same random "
+        f"numbers ({result['replications']:,} replications): the distribution of the "
+        "difference, variant − base, and how often the variant comes out ahead.</p>"
+        + "".join(blocks)
     )
     return _section("variants", "Compared variants", body)
 
 
-_MONEY_METRICS = ("revenue", "revenue_new", "revenue_repeat", "marketing_cost", "sales_cost")
+def _signed(show, x) -> str:
+    text = show(x)
+    return text if x is None or not np.isfinite(x) or x <= 0 or text.startswith("−") else "+" + text
 
 
 def _assumptions(scenario: Scenario) -> str:
@@ -522,11 +588,13 @@ def _assumptions(scenario: Scenario) -> str:
 def _tree(value: Any) -> str:
     """A nested mapping as nested definition tables, lists inline when short."""
     if isinstance(value, Mapping):
-        if not value:
-            return "<span class='muted'>none</span>"
         rows = "".join(
-            f"<tr><th>{_e(_label(str(k)))}</th><td>{_tree(v)}</td></tr>" for k, v in value.items()
+            f"<tr><th>{_e(_label(str(k)))}</th><td>{_tree(v)}</td></tr>"
+            for k, v in value.items()
+            if v != {} and v != []  # empty sections say nothing
         )
+        if not rows:
+            return "<span class='muted'>none</span>"
         return f"<table class='tree'><tbody>{rows}</tbody></table>"
     if isinstance(value, list):
         if all(not isinstance(v, Mapping | list) for v in value):
@@ -696,9 +764,9 @@ def _tornado(names: Sequence[str], rows: Sequence[Mapping[str, Any]], f: Numbers
 
     fig, ax = _figure(0.38 * len(names) + 0.9)
     y = np.arange(len(names))[::-1]
-    mean = np.array([r["uplift"]["mean"] for r in rows], dtype=float)
-    lo = np.array([r["uplift"]["p5"] for r in rows], dtype=float)
-    hi = np.array([r["uplift"]["p95"] for r in rows], dtype=float)
+    mean = np.array([r["revenue"]["mean"] for r in rows], dtype=float)
+    lo = np.array([r["revenue"]["p5"] for r in rows], dtype=float)
+    hi = np.array([r["revenue"]["p95"] for r in rows], dtype=float)
     colors = [_GREEN if m >= 0 else _ORANGE for m in mean]
     ax.barh(y, mean, color=colors, height=0.6)
     ax.errorbar(mean, y, xerr=[mean - lo, hi - mean], fmt="none", ecolor=_INK, lw=1, capsize=3)
@@ -802,8 +870,9 @@ h2 { font-size: 20px; margin: 32px 0 10px; padding-top: 8px; border-top: 1px sol
 h3 { font-size: 16px; margin: 20px 0 6px; }
 .sub, .note, figcaption { color: var(--muted); font-size: 13px; }
 p.lead { font-size: 16px; }
-.cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 16px 0; }
-.card { flex: 1 1 180px; border: 1px solid var(--line); border-radius: 8px; padding: 12px 14px; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); gap: 12px;
+  margin: 16px 0; }
+.card { border: 1px solid var(--line); border-radius: 8px; padding: 12px 14px; }
 .card .k { color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .04em; }
 .card .v { font-size: 24px; font-weight: 600; }
 .card .n { color: var(--muted); font-size: 12px; }
@@ -812,8 +881,8 @@ svg.chart { width: 100%; height: auto; display: block; }
 table { border-collapse: collapse; margin: 8px 0 12px; font-size: 14px; }
 th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); text-align: left;
   vertical-align: top; }
-table.num td { text-align: right; font-variant-numeric: tabular-nums; }
-table.num td:first-child { text-align: left; }
+table.num td { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.num td:first-child { text-align: left; white-space: normal; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
 tr.won td { font-weight: 600; }
 table.tree { margin: 0; font-size: 13px; }

@@ -382,10 +382,11 @@ IMPORT_PROBE = textwrap.dedent(
         ["--help"],
         ["run", "--help"],
         ["run", tiny, *fast],
-        *([name, "--help"] for name in ("compare", "levers", "goal")),
+        *([name, "--help"] for name in ("compare", "levers", "goal", "report")),
         ["compare", tiny, "--variant", "v:channels.web.leads_per_month=40", *fast],
         ["levers", tiny, *fast],
         ["goal", tiny, "--target", "won=1", "--lever", "deal_value", *fast],
+        ["report", tiny, "--levers", *fast, "-o", tiny.rsplit(".", 1)[0] + ".html"],
     ):
         result = runner.invoke(main, args)
         codes.append([" ".join(args[:2]), result.exit_code, result.output[-300:]])
@@ -395,7 +396,7 @@ IMPORT_PROBE = textwrap.dedent(
 )
 
 
-def test_run_experiments_and_help_do_not_import_pymc_or_arviz(tiny):
+def test_run_experiments_report_and_help_do_not_import_pymc_or_arviz(tiny):
     result = subprocess.run(
         [sys.executable, "-c", IMPORT_PROBE, str(tiny)],
         capture_output=True,

@@ -99,6 +99,8 @@ def test_every_shipped_scenario_has_a_complete_self_contained_report(reports, na
     if scenario.sales_team is not None:
         expected.append("team")
     assert sorted(page.sections) == sorted(expected)
+    for metric in scenario.targets or {}:  # the probability of reaching each target
+        assert f"P({report._metric_name(metric)} target)" in " ".join(page.text)
     assert page.tags.count("svg") >= 2  # the fan chart and the funnel at least
     assert external_references(page) == []
     words = " ".join(page.text)
@@ -198,3 +200,72 @@ def test_without_a_browser_the_pdf_is_refused_and_nothing_is_written(tmp_path, m
     with pytest.raises(report.ReportError, match="apt install chromium"):
         report.write_report("<html></html>", tmp_path / "out" / "r.html", pdf=True)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+# ---------------------------------------------------------------- the command
+
+
+def invoke(*args: str):
+    from click.testing import CliRunner
+
+    from funnelsim.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def test_report_command_with_levers_and_variants(tmp_path):
+    out = tmp_path / "client" / "agency.html"
+    result = invoke(
+        "report",
+        str(ROOT / "scenarios" / "agency.yaml"),
+        "--levers",
+        "--variant",
+        "bigger:deal_value.median=30000",
+        "-n",
+        "30",
+        "--workers",
+        "1",
+        "-o",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    assert f"Wrote {out}" in result.output
+    page = parse(out.read_text(encoding="utf-8"))
+    assert {"levers", "variants"} <= set(page.sections)
+    words = "".join(page.text)
+    assert "Larger deals" in words and "Bigger" in words
+    assert "funnelsim report" in words and "--levers" in words  # how to reproduce it
+
+
+def test_report_goes_to_reports_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("report", str(ROOT / "scenarios" / "agency.yaml"), "-n", "20")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "reports" / "agency.html").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--step", "10%"], "--step: applies to the levers"),
+        (["-o", "report.txt"], "expected a file name ending in .html"),
+        (["--set", "channels.nowhere.leads_per_month=3"], "nowhere"),
+        (["--levers", "--step", "0"], "--step"),
+        (["--variant", "broken"], "NAME:PATH=VALUE"),
+    ],
+)
+def test_bad_report_input_exits_2_and_writes_nothing(tmp_path, monkeypatch, args, words):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("report", str(ROOT / "scenarios" / "agency.yaml"), "-n", "5", *args)
+    assert result.exit_code == 2, result.output
+    assert words in result.output and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pdf_without_a_browser_exits_2_before_simulating(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FUNNELSIM_CHROMIUM", str(tmp_path / "none"))
+    result = invoke("report", str(ROOT / "scenarios" / "agency.yaml"), "--pdf")
+    assert result.exit_code == 2
+    assert "apt install chromium" in result.output
+    assert list(tmp_path.iterdir()) == []
