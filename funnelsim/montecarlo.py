@@ -13,14 +13,17 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from funnelsim import __version__, analytic, economics, streams
 from funnelsim.engine.common import Tally
-from funnelsim.forecast import Forecast, from_tally
 from funnelsim.funnel import Funnel, compile_funnel
 from funnelsim.scenario import Scenario
+
+if TYPE_CHECKING:
+    from funnelsim.forecast import Forecast
 
 ENGINES = ("auto", "vectorized", "des")
 _LEADS_PER_BATCH = 200_000  # vectorized: leads simulated together (bounds memory)
@@ -112,6 +115,8 @@ def run(
                 pool.submit(_worker_batch, chosen, seed, start, stop): (start, stop)
                 for start, stop in batches
             }
+            import funnelsim.forecast  # noqa: F401 - xarray loads while the workers simulate
+
             for future in as_completed(futures):
                 start, stop = futures[future]
                 _place(tally, start, future.result())
@@ -137,6 +142,8 @@ def run(
     if scenario.costs is not None:
         arrays.update(economics.costs(funnel, tally))
         attrs.update(economics.customer_value(scenario, funnel))
+    from funnelsim.forecast import from_tally
+
     return from_tally(
         arrays,
         labels=funnel.calendar.labels,
