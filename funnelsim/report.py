@@ -200,7 +200,11 @@ def _last_month(forecast: Forecast) -> str:
 
 
 def _section(key: str, title: str, body: str) -> str:
-    return f"<section id='{key}'><h2>{_e(title)}</h2>{body}</section>"
+    """A section; its heading, introduction and first chart stay on one printed page."""
+    end = body.find("</figure>")
+    end = end + len("</figure>") if end >= 0 else body.find("</p>") + len("</p>")
+    head, rest = body[:end], body[end:]
+    return f"<section id='{key}'><div class='keep'><h2>{_e(title)}</h2>{head}</div>{rest}</section>"
 
 
 def _summary(scenario, forecast: Forecast, f: Numbers, levers, targets) -> str:
@@ -892,9 +896,8 @@ code { font: 12px/1.4 ui-monospace, Menlo, Consolas, monospace; word-break: brea
 @media print {
   body { background: #fff; font-size: 12px; }
   main { max-width: none; padding: 0; }
-  section { break-inside: avoid-page; }
-  #assumptions, #method { break-inside: auto; }
-  h2 { break-after: avoid; }
+  .keep, figure, .cards, tr, p { break-inside: avoid; }
+  h2, h3 { break-after: avoid; }
 }
 @page { size: A4; margin: 16mm 14mm; }
 """
