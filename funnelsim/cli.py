@@ -153,20 +153,18 @@ def run(
     from funnelsim.text import forecast_text
 
     loaded = load_scenario(scenario, overrides)
-    bar = _Progress()
     try:
-        forecast = run_forecast(
-            loaded,
-            replications=replications,
-            seed=seed,
-            workers=workers,
-            engine=engine,
-            progress=bar.update,
-        )
+        with _Progress() as bar:
+            forecast = run_forecast(
+                loaded,
+                replications=replications,
+                seed=seed,
+                workers=workers,
+                engine=engine,
+                progress=bar.update,
+            )
     except EngineError as exc:
         raise BadInput(f"error: {scenario}: {exc}") from None
-    finally:
-        bar.close()
     summary = forecast.summary(by)
     extra = {}
     if loaded.targets:
@@ -226,8 +224,7 @@ def staff(
     from funnelsim.text import staff_text
 
     loaded = load_scenario(scenario, overrides)
-    bar = _Progress()
-    try:
+    with _Progress() as bar:
         result = run_staff(
             loaded,
             parse_sizes(sizes),
@@ -237,8 +234,6 @@ def staff(
             workers=workers,
             progress=bar.update,
         )
-    finally:
-        bar.close()
     if out is not None:
         written = write_staff(result, out)
     click.echo(staff_text(result))
@@ -296,8 +291,7 @@ def compare(
         Variant(path.stem, load_scenario(path, overrides), str(path)) for path in variant_files
     ]
     variants += [variant_of(loaded, name, changes) for name, changes in options.items()]
-    bar = _Progress()
-    try:
+    with _Progress() as bar:
         result = run_compare(
             loaded,
             variants,
@@ -306,8 +300,6 @@ def compare(
             workers=workers,
             progress=bar.update,
         )
-    finally:
-        bar.close()
     _report(result, compare_text, write_compare, out)
 
 
@@ -356,8 +348,7 @@ def levers(
 
     share = parse_step(step) if step is not None else None
     loaded = load_scenario(scenario, overrides)
-    bar = _Progress()
-    try:
+    with _Progress() as bar:
         result = run_levers(
             loaded,
             step=share,
@@ -367,8 +358,6 @@ def levers(
             workers=workers,
             progress=bar.update,
         )
-    finally:
-        bar.close()
     _report(result, levers_text, write_levers, out)
 
 
@@ -440,8 +429,7 @@ def goal(
 
     loaded = load_scenario(scenario, overrides)
     spec = parse_target(target, loaded)
-    bar = _Progress()
-    try:
+    with _Progress() as bar:
         result = run_goal(
             loaded,
             spec,
@@ -455,8 +443,6 @@ def goal(
             workers=workers,
             progress=bar.update,
         )
-    finally:
-        bar.close()
     _report(result, goal_text, write_goal, out)
     if result["status"] == "unreachable":
         sys.exit(EXIT_TARGET_UNREACHABLE)
@@ -540,15 +526,13 @@ def report(
     for v in variants:
         experiments.check_comparable(loaded, v)
     runs = {"replications": replications, "seed": seed, "workers": workers}
-    bar = _Progress()
     try:
-        forecast = run_forecast(loaded, progress=bar.update, **runs)
+        with _Progress() as bar:
+            forecast = run_forecast(loaded, progress=bar.update, **runs)
         levers = experiments.levers(loaded, step=share, **runs) if with_levers else None
         compared = experiments.compare(loaded, variants, **runs) if variants else None
     except EngineError as exc:
         raise BadInput(f"error: {scenario}: {exc}") from None
-    finally:
-        bar.close()
     command = _report_command(
         scenario,
         overrides,
@@ -907,6 +891,12 @@ class _Progress:
             self.bar.__enter__()
         self.bar.update(done - self.shown)
         self.shown = done
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def close(self) -> None:
         if self.bar is not None:
