@@ -387,11 +387,26 @@ def _funnel(forecast: Forecast, f: Numbers) -> str:
         "<th>vs row above</th><th>Still open at end</th><th>Mean time</th></tr></thead>"
         "<tbody>" + "".join(rows) + "</tbody></table>"
     )
+    channel_rows = "".join(
+        f"<tr><td>{_e(_label(name))}</td><td>{f.count(v['leads']['mean'])}</td>"
+        f"<td>{f.count(v['won']['mean'])}</td>"
+        f"<td>{f.share(v['won']['mean'] / v['leads']['mean']) if v['leads']['mean'] else 'n/a'}"
+        f"</td><td>{f.money_exact(v['revenue']['mean'])}</td>"
+        f"<td>{f.money_exact(v['revenue']['p5'])} – {f.money_exact(v['revenue']['p95'])}</td></tr>"
+        for name, v in s["channels"].items()
+    )
+    channels = (
+        "<h3>By channel</h3><table class='num'><thead><tr><th>Channel</th><th>New leads</th>"
+        "<th>Won</th><th>Won per new lead</th><th>Revenue (mean)</th><th>90% interval</th>"
+        "</tr></thead><tbody>" + channel_rows + "</tbody></table><p class='note'>Won deals "
+        "include deals open at the start; revenue includes their customers' repeat purchases "
+        "where the scenario has them.</p>"
+    )
     body = (
         f"<p>Means over the simulated futures. {f.count(t['lost']['mean'])} leads are lost and "
         f"{f.count(t['open_at_end']['mean'])} are still being worked at the end of the "
         "horizon. Entries count every stay (a lead sent back to a stage counts again); "
-        "deals open at the start are not new leads.</p>" + chart + table
+        "deals open at the start are not new leads.</p>" + chart + table + channels
     )
     return _section("funnel", "The funnel", body)
 
