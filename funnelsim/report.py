@@ -201,8 +201,11 @@ def _last_month(forecast: Forecast) -> str:
 
 def _section(key: str, title: str, body: str) -> str:
     """A section; its heading, introduction and first chart stay on one printed page."""
-    end = body.find("</figure>")
-    end = end + len("</figure>") if end >= 0 else body.find("</p>") + len("</p>")
+    end = 0
+    for tag in ("</figure>", "</p>"):  # up to the first chart, else the first paragraph
+        if tag in body:
+            end = body.find(tag) + len(tag)
+            break
     head, rest = body[:end], body[end:]
     return f"<section id='{key}'><div class='keep'><h2>{_e(title)}</h2>{head}</div>{rest}</section>"
 
