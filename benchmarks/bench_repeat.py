@@ -2,7 +2,7 @@
 
 Times, in one run: a straightforward per-customer Python simulation of the same cohort (the
 baseline, a loop over customers and their purchases with NumPy scalar draws), funnelsim's
-vectorized cohort simulation on one worker, and `funnelsim run` on the scenario as a user
+compiled cohort kernel on one worker, and `funnelsim run` on the scenario as a user
 would (1,000 replications, default workers), in a warm process (the simulation) and as a
 fresh `funnelsim run` process (imports and printed tables included). Prints customers per
 second, the ratio, and the target: under 2 s on the 2-core development machine. Asserts
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{base_rate:>14,.0f}{1:>7.1f}x"
     )
     print(
-        f"{'funnelsim (vectorized cohorts)':<34}{vec_reps:>6}{vec_seconds:>10.2f}"
+        f"{'funnelsim (cohort kernel)':<34}{vec_reps:>6}{vec_seconds:>10.2f}"
         f"{vec_rate:>14,.0f}{vec_rate / base_rate:>7.1f}x"
     )
     print(

@@ -19,6 +19,13 @@ Existing customers from a file are simulated conditional on their own history: a
 the BG/NBD probability P(alive | x, t_x, T), and then with the posterior λ ~ Gamma(r + x,
 α + T), p ~ Beta(a, b + x) and, given their mean spend, ν ~ Gamma(q + p·x, γ + x·z̄).
 
+New customers are simulated here with NumPy, vectorized per cohort, from each customer's own
+key (so a customer keeps its draws when other parts of a scenario change). Existing BG/NBD
+and Pareto/NBD customers, who can number tens of thousands in every replication, are walked
+customer by customer by the compiled kernel ``funnelsim/_cohort.c`` (the same model, drawn
+from one NumPy generator per replication with NumPy's own samplers); existing subscribers
+with NumPy.
+
 The module also holds the closed forms used as test oracles and for the lifetime value.
 It knows nothing of which engine made the customers.
 """
@@ -93,8 +100,9 @@ class _Keyed:
 
 
 class _Stream:
-    """Draws from a NumPy generator (existing customers of one replication: their number is
-    fixed, so the draws stay paired between scenarios, at a fraction of the cost)."""
+    """Draws from a NumPy generator: existing subscribers of one replication (their number is
+    fixed, so the draws stay paired between scenarios, at a fraction of the cost), and
+    synthetic cohorts for tests."""
 
     def __init__(self, rng: np.random.Generator, size: int):
         self.rng, self.size = rng, size
@@ -291,11 +299,10 @@ _TABLE = 1024
 
 @functools.lru_cache(maxsize=256)
 def _beta_geometric_survival(a: float, b: float) -> np.ndarray:
-    """P(J > j) = B(a, b + j) / B(a, b) for j = 1 .. _TABLE (decreasing)."""
-    from scipy.special import betaln
-
-    j = np.arange(1, _TABLE + 1)
-    return np.exp(betaln(a, b + j) - betaln(a, b))
+    """P(J > j) = B(a, b + j) / B(a, b) = Π_{i < j} (b + i) / (a + b + i) for j = 1 ..
+    _TABLE (decreasing)."""
+    i = np.arange(_TABLE, dtype=float)
+    return np.cumprod((b + i) / (a + b + i))
 
 
 def _spend(spend, customer: np.ndarray, number: np.ndarray, nu, draws) -> np.ndarray:
@@ -475,21 +482,14 @@ def add_repeat_sales(funnel, tally, rep_keys: np.ndarray) -> None:
     began = np.zeros((reps, periods + 1))  # customers becoming active, by period
     ended = np.zeros((reps, periods + 1))  # ... and stopping (P: after the horizon)
 
-    def book(life: Life, rep: np.ndarray | int, start: np.ndarray | None) -> np.ndarray:
-        """Count purchases and active spells; returns each purchase's (rep, period) cell.
-        ``rep``: each customer's replication row, or one for all; ``start``: when each
-        became a customer (days), None: before the start."""
+    def book(life: Life, rep: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """Count purchases and active spells; returns each purchase's (rep, period) cell."""
         cell = cal.period_or_after(life.when)
-        cell += rep * periods if np.ndim(rep) == 0 else rep[life.customer] * periods
+        cell += rep[life.customer] * periods
         purchases.flat[:] += np.bincount(cell, minlength=purchases.size)
         alive = life.active
-        rows = rep * (periods + 1) if np.ndim(rep) == 0 else rep[alive] * (periods + 1)
-        if start is None:
-            began[rep, 0] += np.count_nonzero(alive)
-        else:
-            began.flat[:] += np.bincount(
-                rows + cal.period_or_after(start[alive]), minlength=began.size
-            )
+        rows = rep[alive] * (periods + 1)
+        began.flat[:] += np.bincount(rows + cal.period_or_after(start[alive]), minlength=began.size)
         stop = cal.period_or_after(np.minimum(life.until[alive], horizon))
         ended.flat[:] += np.bincount(stop + rows, minlength=ended.size)
         return cell
@@ -513,11 +513,11 @@ def add_repeat_sales(funnel, tally, rep_keys: np.ndarray) -> None:
         if isinstance(model, Subscription):
             p_close = cal.period_or_after(cohort.t)
             np.add.at(first_payment, (cohort.rep, p_close, cohort.channel), float(model.price))
-    for r, life in existing_lives(funnel, rep_keys, models):
-        cell = book(life, r, None)
-        existing_revenue.flat[:] += np.bincount(
-            cell, weights=life.value, minlength=existing_revenue.size
-        )
+    for r, old in existing_customers(funnel, rep_keys, models):
+        purchases[r] += old.purchases
+        existing_revenue[r] += old.revenue
+        began[r, 0] += old.began
+        ended[r] += old.ended
     tally.first_payment = first_payment
     tally.repeat_revenue = repeat_revenue
     tally.existing_revenue = existing_revenue
@@ -537,48 +537,111 @@ def new_customer_lives(model, start: np.ndarray, lead_keys: np.ndarray, calendar
     return simulate_cohort(model, start, calendar.horizon, draws, origin=calendar.start)
 
 
-def existing_lives(funnel, rep_keys: np.ndarray, models: list | None = None):
+@dataclass
+class Existing:
+    """What one replication's existing customers did, per period (P: after the horizon)."""
+
+    purchases: np.ndarray  # (P,) repeat purchases (renewals)
+    revenue: np.ndarray  # (P,) their value (currency)
+    began: float  # customers active at the start
+    ended: np.ndarray  # (P + 1,) customers who stopped being active in each period
+    active_start: np.ndarray  # (P,) customers active at the start of each period
+
+
+def existing_customers(funnel, rep_keys: np.ndarray, models: list | None = None):
     """Each replication's existing customers (their first purchases before the start):
-    yields (row, Life). Drawn from a NumPy generator per replication: their number is fixed,
-    so the draws stay paired between scenarios."""
+    yields (row, Existing). Drawn from a NumPy generator per replication (their number is
+    fixed, so the draws stay paired between scenarios that do not change them): BG/NBD and
+    Pareto/NBD customers by the compiled kernel ``funnelsim._cohort``, subscribers by
+    :func:`simulate_cohort`."""
     history = funnel.history
     count = funnel.existing_count if history is None else len(history.customer_id)
     if not count:
         return
-    start = np.zeros(count)
-    hist = None
-    if history is not None:
-        hist = {
-            "x": history.repeat_purchases,
-            "t_x": history.recency_days,
-            "T": history.age_days,
-            "spend": history.mean_spend,
-        }
-    horizon = funnel.calendar.horizon
+    cal = funnel.calendar
     salt = streams.salt(REPEAT, 0x6F6C64)  # "old"
     for r, key in enumerate(streams.derive(rep_keys, salt).tolist()):
-        draws = _Stream(np.random.default_rng(key), count)
-        which = funnel.repeat if models is None else models[r]
-        yield (
-            r,
-            simulate_cohort(
-                which,
-                start,
-                horizon,
-                draws,
-                history=hist,
-                existing=True,
-                origin=funnel.calendar.start,
-            ),
+        rng = np.random.default_rng(key)
+        model = funnel.repeat if models is None else models[r]
+        if isinstance(model, Subscription):
+            yield r, _existing_subscribers(model, count, cal, rng)
+        else:
+            yield r, _existing_buyers(model, count, history, cal, rng)
+
+
+def _existing_subscribers(model: Subscription, count: int, cal, rng) -> Existing:
+    start = np.zeros(count)
+    life = simulate_cohort(model, start, cal.horizon, _Stream(rng, count), origin=cal.start)
+    periods = cal.periods
+    return Existing(
+        purchases=np.bincount(cal.period_or_after(life.when), minlength=periods + 1)[:periods],
+        revenue=np.bincount(
+            cal.period_or_after(life.when), weights=life.value, minlength=periods + 1
+        )[:periods],
+        began=float(count),
+        ended=np.bincount(
+            cal.period_or_after(np.minimum(life.until, cal.horizon)), minlength=periods + 1
+        ).astype(float),
+        active_start=(life.until[None, :] > cal.edges[:-1, None]).sum(axis=1).astype(float),
+    )
+
+
+def _existing_buyers(model, count: int, history, cal, rng) -> Existing:
+    from funnelsim import _cohort
+
+    unit = DAYS_PER_UNIT[model.unit]
+    pareto = isinstance(model, ParetoNBD)
+    spend = model.spend
+    gamma_gamma = isinstance(spend, GammaGammaSpend)
+    params = np.array(
+        [
+            unit,
+            model.r,
+            model.alpha,
+            0.0 if pareto else model.a,
+            0.0 if pareto else model.b,
+            model.s if pareto else 0.0,
+            model.beta if pareto else 0.0,
+            spend.p if gamma_gamma else 0.0,
+            spend.q if gamma_gamma else 0.0,
+            spend.gamma if gamma_gamma else 0.0,
+            0.0,
+        ]
+    )
+    hist = None
+    if history is not None:
+        x = np.asarray(history.repeat_purchases, dtype=float)
+        t_x, age = history.recency_days / unit, history.age_days / unit
+        alive = np.asarray(bg_nbd_p_alive(model, x, t_x, age), dtype=float)
+        hist = (x, np.asarray(age, dtype=float), np.asarray(history.mean_spend, float), alive)
+    periods = cal.periods
+    out = np.zeros(3 * periods + 2)
+    table = np.ascontiguousarray(cal._day_period, dtype=np.int64)
+    survival = None if pareto else _beta_geometric_survival(float(model.a), float(model.b))
+    bit_generator = rng.bit_generator
+    with bit_generator.lock:
+        _cohort.simulate(
+            bit_generator.capsule,
+            int(pareto),
+            int(gamma_gamma),
+            count,
+            params,
+            hist,
+            float(cal.horizon),
+            table,
+            out,
+            survival,
         )
-
-
-def active_at(life: Life, start: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """How many of a cohort's customers are active at each of ``times`` (days): begun by
-    then (``start``), active at their start, and not yet stopped."""
-    times = np.asarray(times, dtype=float)
-    alive = life.active[None, :] & (start[None, :] <= times[:, None])
-    return (alive & (life.until[None, :] > times[:, None])).sum(axis=1)
+    purchases, revenue = out[:periods], out[periods : 2 * periods]
+    ended, began = out[2 * periods : 3 * periods + 1], float(out[-1])
+    if not gamma_gamma:  # purchases are exchangeable: each period's sum of iid values
+        counts = purchases.astype(np.int64)
+        values = spend.draw(streams.keys_from_rng(rng, int(counts.sum())))
+        revenue = np.bincount(
+            np.repeat(np.arange(periods), counts), weights=values, minlength=periods
+        )
+    active_start = began - np.concatenate(([0.0], np.cumsum(ended[: periods - 1])))
+    return Existing(purchases, revenue, began, ended, active_start)
 
 
 def replication_models(funnel, rep_keys: np.ndarray) -> list | None:

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,12 +176,13 @@ class Forecast:
             "channels": {},
             "periods": [],
         }
-        out.update(self._stats_of(self.totals()))
+        out.update(self._stats_of(_stats_tables(self.metrics("total")), 0))
         periods = self.metrics(by)
-        for label in periods.period.values:
-            entry = {"period": str(label), **self._stats_of(periods.sel(period=label))}
+        tables = _stats_tables(periods)  # every period's statistics at once
+        for k, label in enumerate(periods.period.values):
+            entry = self._stats_of(tables, k)
             totals = entry.pop("totals")
-            out["periods"].append({"period": entry.pop("period"), **totals, **entry})
+            out["periods"].append({"period": str(label), **totals, **entry})
         return out
 
     @property
@@ -188,24 +190,23 @@ class Forecast:
         """The stages worked by the sales team (empty without a team)."""
         return [s for s in self.data.attrs.get("sales_team_stages", "").split(",") if s]
 
-    def _stats_of(self, ds: xr.Dataset) -> dict[str, Any]:
-        """Statistics of one period's (or the totals') metrics: funnel, stages, channels."""
+    def _stats_of(self, tables: dict[str, dict[str, np.ndarray]], k: int) -> dict[str, Any]:
+        """Statistics of period ``k`` (of :func:`_stats_tables`): funnel, stages, channels."""
         team = self.team_stages
-        funnel = [m for m in ALL_FUNNEL_METRICS if m in ds]
         return {
-            "totals": {m: stats(ds[m].values) for m in funnel},
+            "totals": {m: _pick(tables[m], k) for m in ALL_FUNNEL_METRICS if m in tables},
             "stages": {
                 s: {
-                    m: stats(ds[f"stage_{m}"].values[..., i])
+                    m: _pick(tables[f"stage_{m}"], k, i)
                     for m in STAGE_METRICS + (TEAM_STAGE_METRICS if s in team else ())
                 }
                 for i, s in enumerate(self.data.stage.values.tolist())
             },
             "channels": {
                 c: {
-                    m: stats(ds[f"channel_{m}"].values[..., i])
+                    m: _pick(tables[f"channel_{m}"], k, i)
                     for m in CHANNEL_METRICS + CHANNEL_ECONOMICS
-                    if f"channel_{m}" in ds
+                    if f"channel_{m}" in tables
                 }
                 for i, c in enumerate(self.data.channel.values.tolist())
             },
@@ -281,6 +282,41 @@ def stats(values: np.ndarray) -> dict[str, float | None]:
     p5, p50, p95 = np.percentile(values, [5, 50, 95])
     sd = float(np.std(values, ddof=1)) if values.size > 1 else 0.0
     return {"mean": _f(values.mean()), "sd": _f(sd), "p5": _f(p5), "p50": _f(p50), "p95": _f(p95)}
+
+
+_STATS = ("mean", "sd", "p5", "p50", "p95")
+
+
+def _stats_tables(ds: xr.Dataset) -> dict[str, dict[str, np.ndarray]]:
+    """:func:`stats` of every metric of ``ds`` over replications (its first axis), for every
+    period (and stage or channel) at once: {metric: {statistic: array}}; NaN: undefined."""
+    out = {}
+    for name, var in ds.data_vars.items():
+        values = np.asarray(var.values, dtype=float)
+        missing = np.isnan(values)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if missing.any():
+                count = (~missing).sum(axis=0)
+                with warnings.catch_warnings():  # all-NaN columns: undefined, NaN
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    p5, p50, p95 = np.nanpercentile(values, [5, 50, 95], axis=0)
+                    mean = np.nanmean(values, axis=0)
+                    sd = np.where(count > 1, np.nanstd(values, axis=0, ddof=1), 0.0)
+                sd = np.where(count == 0, np.nan, sd)
+            else:
+                p5, p50, p95 = np.percentile(values, [5, 50, 95], axis=0)
+                mean = values.mean(axis=0)
+                sd = values.std(axis=0, ddof=1) if values.shape[0] > 1 else np.zeros_like(mean)
+        out[name] = dict(zip(_STATS, (mean, sd, p5, p50, p95), strict=True))
+    return out
+
+
+def _pick(table: dict[str, np.ndarray], *index: int) -> dict[str, float | None]:
+    """One entry of a statistics table: floats, None where undefined (as :func:`stats`)."""
+    picked = {k: float(v[index]) for k, v in table.items()}
+    if np.isnan(picked["mean"]):
+        return dict.fromkeys(_STATS)
+    return {k: _f(v) for k, v in picked.items()}
 
 
 def _f(x: float) -> float:

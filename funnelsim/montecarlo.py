@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 ENGINES = ("auto", "vectorized", "des")
 _LEADS_PER_BATCH = 200_000  # vectorized: leads simulated together (bounds memory)
+_BATCHES_PER_WORKER = 8  # at least: the last batches even out the workers' finishing times
 
 
 class EngineError(ValueError):
@@ -179,16 +180,15 @@ def _place(tally: Tally, start: int, part: Tally) -> None:
 
 
 def _batches(funnel: Funnel, engine: str, replications: int, workers: int) -> list[tuple[int, int]]:
+    # Leads of a batch are simulated together (memory); existing customers one replication
+    # at a time, so they do not count here.
     leads = float(analytic.expected_leads(funnel).sum()) + funnel.open_stage.size + 1.0
-    if funnel.repeat is not None:  # existing customers cost about as much as leads
-        history = funnel.history
-        leads += funnel.existing_count if history is None else len(history.customer_id)
     if engine == "vectorized":
         size = max(1, int(_LEADS_PER_BATCH // leads))
     else:
         size = max(1, int(50_000 // leads))
     if workers > 1:  # enough batches to keep every worker busy to the end
-        size = max(1, min(size, -(-replications // (4 * workers))))
+        size = max(1, min(size, -(-replications // (_BATCHES_PER_WORKER * workers))))
     size = min(size, replications)
     return [(s, min(s + size, replications)) for s in range(0, replications, size)]
 

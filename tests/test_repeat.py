@@ -267,20 +267,13 @@ def bg_nbd_alive_share(model: BGNBD, t: float) -> float:
     return float(hyp2f1(model.r, model.a, model.a + model.b, -t / model.alpha))
 
 
-def cohort_draws(kind: str, n: int):
-    if kind == "keyed":  # new customers: draws from each customer's key
-        keys = np.random.default_rng(11).integers(0, 2**63, n, dtype=np.uint64)
-        return customers._Keyed(keys)
-    return customers._Stream(np.random.default_rng(11), n)  # existing customers
-
-
-@pytest.mark.parametrize("kind", ["keyed", "stream"])
 @pytest.mark.parametrize("history", [False, True])
-def test_purchase_times_and_dropouts_follow_the_bg_nbd(kind, history):
-    """Purchases by several dates (so their timing, not only their number) against E[X(t)]
-    or E[Y(t) | x, t_x, T], and the customers still alive at the end against the closed
-    form: this checks both ways the simulation draws later purchases (independent uniform
-    times, and the first J − 1 order statistics for customers who drop out)."""
+def test_purchase_times_and_dropouts_follow_the_bg_nbd(history):
+    """New customers (NumPy, draws from each customer's key): purchases by several dates
+    (so their timing, not only their number) against E[X(t)] or E[Y(t) | x, t_x, T], and
+    the customers still alive against the closed form: this checks both ways the simulation
+    draws later purchases (independent uniform times, and the first J − 1 order statistics
+    for customers who drop out)."""
     model = BGNBD.model_validate(CDNOW)
     n, weeks = 30_000, np.array([2.0, 10.0, 40.0, 104.0])
     hist = None
@@ -288,8 +281,9 @@ def test_purchase_times_and_dropouts_follow_the_bg_nbd(kind, history):
         x, t_x, age = (np.array(v, dtype=float) for v in zip(*HISTORIES, strict=True))
         pick = np.arange(n) % len(HISTORIES)
         hist = {"x": x[pick], "t_x": t_x[pick], "T": age[pick], "spend": np.full(n, np.nan)}
+    keys = np.random.default_rng(11).integers(0, 2**63, n, dtype=np.uint64)
     life = customers.simulate_cohort(
-        model, np.zeros(n), 7 * weeks[-1], cohort_draws(kind, n), history=hist
+        model, np.zeros(n), 7 * weeks[-1], customers._Keyed(keys), history=hist
     )
     for t in weeks:
         per_customer = np.bincount(life.customer[life.when < 7 * t], minlength=n)
@@ -324,3 +318,77 @@ def test_monthly_subscriptions_renew_on_calendar_anniversaries():
     scenario = build(NO_LEADS, repeat=loyal, existing_customers={"count": 100})
     monthly = run(scenario, replications=2, workers=1).metrics()["revenue_repeat"].values
     np.testing.assert_array_equal(monthly, np.tile([0.0] + [5000.0] * 11, (2, 1)))
+
+
+def existing(scenario, replications: int = 300):
+    """Each replication's existing customers as the compiled kernel simulates them."""
+    from funnelsim import streams
+
+    funnel = compile_funnel(scenario)
+    keys = streams.replication_keys(5, np.arange(replications))
+    rows = [e for _, e in customers.existing_customers(funnel, keys)]
+    return funnel.calendar, rows
+
+
+@pytest.mark.parametrize("model", ["bg_nbd", "pareto_nbd"])
+def test_existing_customers_buy_and_leave_when_the_models_say(model):
+    """The compiled kernel of existing customers: purchases by the end of several months
+    against E[X(t)], and customers active at the start of several months against
+    2F1(r, a; a + b; −t/α) (BG/NBD) or (β / (β + t))^s (Pareto/NBD)."""
+    pareto = {
+        "model": "pareto_nbd",
+        "unit": "week",
+        "r": 0.5533,
+        "alpha": 10.578,
+        "s": 0.6062,
+        "beta": 11.667,
+        "spend": CDNOW["spend"],
+    }
+    repeat = CDNOW if model == "bg_nbd" else pareto
+    n = 2000
+    scenario = build(NO_LEADS, repeat=repeat, existing_customers={"count": n}, months=24)
+    cal, rows = existing(scenario)
+    purchases = np.cumsum([e.purchases for e in rows], axis=1)
+    active = np.array([e.active_start for e in rows])
+    m = scenario.repeat
+    for month in (0, 5, 23):
+        weeks = cal.edges[month + 1] / 7
+        if model == "bg_nbd":
+            expected = n * float(bg_nbd_expected_purchases(m, weeks))
+            alive = n * bg_nbd_alive_share(m, cal.edges[month] / 7)
+        else:
+            expected = n * float(pareto_nbd_expected_purchases(m, weeks))
+            alive = n * (m.beta / (m.beta + cal.edges[month] / 7)) ** m.s
+        ok, message = within(purchases[:, month], expected)
+        assert ok, f"purchases by the end of month {month + 1}: {message}"
+        ok, message = within(active[:, month], alive)
+        assert ok, f"active at the start of month {month + 1}: {message}"
+    assert not within(purchases[:, 23], 1.05 * expected)[0]  # it can fail
+    # Gamma-Gamma spend: the mean value of a repeat purchase is p·γ/(q − 1)
+    revenue = np.array([e.revenue.sum() for e in rows])
+    mean = gamma_gamma_mean(scenario.repeat.spend)
+    ok, message = within(revenue - mean * purchases[:, -1], 0.0)
+    assert ok, message
+
+
+def test_existing_customers_with_histories_follow_the_conditional_expectation(tmp_path):
+    from funnelsim.scenario import scenario_from_dict
+
+    model = BGNBD.model_validate(CDNOW)
+    rows = ["customer_id,repeat_purchases,recency_days,age_days"]
+    histories = [HISTORIES[j % len(HISTORIES)] for j in range(1200)]
+    rows += [f"c{j},{x},{t_x},{age}" for j, (x, t_x, age) in enumerate(histories)]
+    (tmp_path / "customers.csv").write_text("\n".join(rows) + "\n")
+    data = {**BASE, **NO_LEADS, "repeat": CDNOW, "existing_customers": {"file": "customers.csv"}}
+    scenario = scenario_from_dict(data, source=tmp_path / "s.yaml")
+    cal, out = existing(scenario)
+    purchases = np.cumsum([e.purchases for e in out], axis=1)
+    x, t_x, age = (np.array(v, dtype=float) for v in zip(*histories, strict=True))
+    for month in (1, 11):
+        weeks = cal.edges[month + 1] / 7
+        expected = bg_nbd_conditional_purchases(model, weeks, x, t_x / 7, age / 7).sum()
+        ok, message = within(purchases[:, month], float(expected))
+        assert ok, f"purchases by the end of month {month + 1}: {message}"
+    alive = bg_nbd_p_alive(model, x, t_x / 7, age / 7).sum()  # at the start
+    ok, message = within(np.array([e.began for e in out]), float(alive))
+    assert ok, message

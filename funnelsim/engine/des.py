@@ -173,8 +173,8 @@ def _word_of_mouth_inputs(funnel: Funnel, rep_keys: np.ndarray):
     models = customers.replication_models(funnel, rep_keys)
     cal = funnel.calendar
     active = np.zeros((len(rep_keys), cal.periods))
-    for r, life in customers.existing_lives(funnel, rep_keys, models):
-        active[r] = customers.active_at(life, np.zeros(life.until.size), cal.edges[:-1])
+    for r, existing in customers.existing_customers(funnel, rep_keys, models):
+        active[r] = existing.active_start
     return active, models
 
 
