@@ -79,13 +79,21 @@ static Py_ssize_t period_of(double t, const int64_t *table, Py_ssize_t days) {
 }
 
 static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what,
-                      Py_ssize_t itemsize) {
+                      int integers) {
+    /* a C-contiguous buffer of float64 (or int64 with ``integers``) */
     if (PyObject_GetBuffer(obj, view, (writable ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS |
                                             PyBUF_FORMAT) < 0) {
         return -1;
     }
-    if (view->itemsize != itemsize) {
-        PyErr_Format(PyExc_TypeError, "%s: expected items of %zd bytes", what, itemsize);
+    const char *f = view->format ? view->format : "B";
+    if (f[0] == '<' || f[0] == '=' || f[0] == '@') {
+        f++;
+    }
+    int ok = view->itemsize == 8 &&
+             (integers ? (f[0] == 'q' || f[0] == 'l') && f[1] == 0 : f[0] == 'd' && f[1] == 0);
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a contiguous array of %s", what,
+                     integers ? "int64" : "float64");
         PyBuffer_Release(view);
         return -1;
     }
@@ -138,22 +146,22 @@ static PyObject *simulate(PyObject *self, PyObject *args) {
     }
     Py_buffer params, table, out, hist[4], survival_view;
     int have_history = history_obj != Py_None, have_survival = survival_obj != Py_None;
-    if (have_survival && get_buffer(survival_obj, &survival_view, 0, "survival", 8) < 0) {
+    if (have_survival && get_buffer(survival_obj, &survival_view, 0, "survival", 0) < 0) {
         return NULL;
     }
     const double *survival = have_survival ? (const double *)survival_view.buf : NULL;
     const Py_ssize_t tabulated = have_survival ? survival_view.len / 8 : 0;
-    if (get_buffer(params_obj, &params, 0, "params", 8) < 0) {
+    if (get_buffer(params_obj, &params, 0, "params", 0) < 0) {
         if (have_survival) {
             PyBuffer_Release(&survival_view);
         }
         return NULL;
     }
-    if (get_buffer(table_obj, &table, 0, "table", 8) < 0) {
+    if (get_buffer(table_obj, &table, 0, "table", 1) < 0) {
         PyBuffer_Release(&params);
         return NULL;
     }
-    if (get_buffer(out_obj, &out, 1, "out", 8) < 0) {
+    if (get_buffer(out_obj, &out, 1, "out", 0) < 0) {
         PyBuffer_Release(&params);
         PyBuffer_Release(&table);
         return NULL;
@@ -167,7 +175,7 @@ static PyObject *simulate(PyObject *self, PyObject *args) {
         }
         for (; nhist < 4; nhist++) {
             if (get_buffer(PyTuple_GET_ITEM(history_obj, nhist), &hist[nhist], 0, "history",
-                           8) < 0) {
+                           0) < 0) {
                 goto fail;
             }
             if (hist[nhist].len / 8 != n) {
