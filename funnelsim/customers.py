@@ -586,8 +586,22 @@ def _existing_subscribers(model: Subscription, count: int, cal, rng) -> Existing
     )
 
 
+def _kernel():
+    try:
+        from funnelsim import _cohort
+    except ImportError:
+        import funnelsim
+
+        raise ImportError(
+            f"funnelsim's compiled kernel is missing from {funnelsim.__path__[0]}: this copy "
+            "was not built; install it with pip install -e . (from its folder), or run the "
+            "funnelsim command of an installed copy"
+        ) from None
+    return _cohort
+
+
 def _existing_buyers(model, count: int, history, cal, rng) -> Existing:
-    from funnelsim import _cohort
+    _cohort = _kernel()
 
     unit = DAYS_PER_UNIT[model.unit]
     pareto = isinstance(model, ParetoNBD)
