@@ -58,16 +58,19 @@ def test_bg_nbd_cohort_matches_expected_purchases():
     assert not within(t["repeat_purchases"].values, 1.1 * expected)[0]  # it can fail
 
 
+PARETO = {  # Schmittlein et al.'s model with the CDNOW estimates of Fader, Hardie & Lee
+    "model": "pareto_nbd",
+    "unit": "week",
+    "r": 0.5533,
+    "alpha": 10.578,
+    "s": 0.6062,
+    "beta": 11.667,
+    "spend": {"dist": "lognormal", "median": 30, "sigma": 0.5},
+}
+
+
 def test_pareto_nbd_cohort_matches_expected_purchases():
-    pareto = {
-        "model": "pareto_nbd",
-        "unit": "week",
-        "r": 0.5533,
-        "alpha": 10.578,
-        "s": 0.6062,
-        "beta": 11.667,
-        "spend": {"dist": "lognormal", "median": 30, "sigma": 0.5},
-    }
+    pareto = PARETO
     scenario = build(NO_LEADS, repeat=pareto, existing_customers={"count": 1500})
     t = totals(scenario)
     expected = 1500 * float(pareto_nbd_expected_purchases(scenario.repeat, 365 / 7))
@@ -335,16 +338,7 @@ def test_existing_customers_buy_and_leave_when_the_models_say(model):
     """The compiled kernel of existing customers: purchases by the end of several months
     against E[X(t)], and customers active at the start of several months against
     2F1(r, a; a + b; −t/α) (BG/NBD) or (β / (β + t))^s (Pareto/NBD)."""
-    pareto = {
-        "model": "pareto_nbd",
-        "unit": "week",
-        "r": 0.5533,
-        "alpha": 10.578,
-        "s": 0.6062,
-        "beta": 11.667,
-        "spend": CDNOW["spend"],
-    }
-    repeat = CDNOW if model == "bg_nbd" else pareto
+    repeat = CDNOW if model == "bg_nbd" else {**PARETO, "spend": CDNOW["spend"]}
     n = 2000
     scenario = build(NO_LEADS, repeat=repeat, existing_customers={"count": n}, months=24)
     cal, rows = existing(scenario)
