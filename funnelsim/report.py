@@ -86,6 +86,8 @@ class Numbers:
             return f"{sign}{self.symbol}{x / 1e6:,.2f}M"
         if x >= 100:
             return f"{sign}{self.symbol}{_round(x, 3):,.0f}"
+        if x < 0.005:
+            return f"{self.symbol}0"
         return f"{sign}{self.symbol}{x:,.2f}" if x < 10 else f"{sign}{self.symbol}{x:,.0f}"
 
     def money_exact(self, x: float | None) -> str:
@@ -227,10 +229,13 @@ def _summary(scenario, forecast: Forecast, f: Numbers, levers, targets) -> str:
         + f", with about {f.count(t['open_at_end']['mean'])} still open at the end."
     )
     if "revenue_repeat" in t and t["repeat_share"]["mean"] is not None:
-        text.append(
-            f"Repeat purchases by customers bring {f.share(t['repeat_share']['mean'], 0)} of "
-            "the revenue."
-        )
+        if t["revenue_repeat"]["mean"] > 0:
+            text.append(
+                f"Repeat purchases by customers bring {f.share(t['repeat_share']['mean'], 0)} "
+                "of the revenue."
+            )
+        else:
+            text.append("No repeat purchase or renewal falls within the horizon.")
     if "roi" in t and t["roi"]["mean"] is not None:
         text.append(
             f"Every {f.symbol.strip()}1 spent on marketing and sales returns "
@@ -722,8 +727,13 @@ def _fan_chart(labels: Sequence[str], q: np.ndarray, f: Numbers):
     _money_axis(ax, f)
     ax.set_ylim(bottom=0)
     ax.grid(axis="y", color="#e5e7eb", lw=0.8)
-    ax.legend(frameon=False, fontsize=9, loc="upper left")
+    _legend_above(ax, 3)
     return fig
+
+
+def _legend_above(ax, columns: int) -> None:
+    """The legend in a row above the plot, where it hides no data."""
+    ax.legend(frameon=False, fontsize=9, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=columns)
 
 
 def _month_ticks(ax, labels: Sequence[str]) -> None:
@@ -762,7 +772,7 @@ def _stacked_chart(labels: Sequence[str], new: np.ndarray, repeat: np.ndarray, f
     _money_axis(ax, f)
     ax.grid(axis="y", color="#e5e7eb", lw=0.8)
     ax.set_axisbelow(True)
-    ax.legend(frameon=False, fontsize=9, loc="upper left")
+    _legend_above(ax, 2)
     return fig
 
 
@@ -777,7 +787,7 @@ def _utilization_chart(labels: Sequence[str], q: np.ndarray):
     ax.set_ylim(0, 1.05)
     _month_ticks(ax, labels)
     ax.grid(axis="y", color="#e5e7eb", lw=0.8)
-    ax.legend(frameon=False, fontsize=9, loc="lower right")
+    _legend_above(ax, 2)
     return fig
 
 

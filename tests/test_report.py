@@ -139,6 +139,7 @@ def test_numbers_are_formatted_for_people():
     assert eur.money(58.2) == "€58"
     assert sek.money(1_000) == "SEK 1,000"
     assert usd.money(None) == "n/a" and usd.money(float("nan")) == "n/a"
+    assert usd.money(0.0) == "$0" and usd.money(-1e-9) == "$0" and usd.money(7.5) == "$7.50"
     assert Numbers.share(0.4137) == "41.4%"
     assert Numbers.month("2027-03") == "Mar 2027"
     assert Numbers.count(44_523.6) == "44,524"
