@@ -529,8 +529,13 @@ def report(
     try:
         with _Progress() as bar:
             forecast = run_forecast(loaded, progress=bar.update, **runs)
-        levers = experiments.levers(loaded, step=share, **runs) if with_levers else None
-        compared = experiments.compare(loaded, variants, **runs) if variants else None
+        levers = compared = None
+        if with_levers:
+            with _Progress() as bar:
+                levers = experiments.levers(loaded, step=share, progress=bar.update, **runs)
+        if variants:
+            with _Progress() as bar:
+                compared = experiments.compare(loaded, variants, progress=bar.update, **runs)
     except EngineError as exc:
         raise BadInput(f"error: {scenario}: {exc}") from None
     command = _report_command(
