@@ -185,15 +185,14 @@ static PyObject *simulate(PyObject *self, PyObject *args) {
             }
         }
     }
-    if (params.len / 8 < 11) {
-        PyErr_SetString(PyExc_ValueError, "params: expected 11 numbers");
+    if (params.len / 8 < 10) {
+        PyErr_SetString(PyExc_ValueError, "params: expected 10 numbers");
         goto fail;
     }
     const double *pr = (const double *)params.buf;
-    /* unit (days), r, alpha, a, b (BG/NBD) or s, beta (Pareto/NBD), p, q, gamma, spend */
+    /* unit (days), r, alpha, a, b (BG/NBD), s, beta (Pareto/NBD), p, q, gamma (spend) */
     const double unit = pr[0], r = pr[1], alpha = pr[2], a = pr[3], b = pr[4];
     const double s = pr[5], beta_ = pr[6], p = pr[7], q = pr[8], g = pr[9];
-    (void)pr[10];
     const int64_t *tab = (const int64_t *)table.buf;
     const Py_ssize_t days = table.len / 8;
     const Py_ssize_t periods = (Py_ssize_t)tab[days - 1];

@@ -162,14 +162,13 @@ def simulate_cohort(
     draws,
     *,
     history: dict[str, np.ndarray] | None = None,
-    existing: bool = False,
     origin: date | None = None,
 ) -> Life:
     """Repeat purchases of customers starting at ``start`` (days) until ``horizon``.
 
     ``history`` (BG/NBD) holds each customer's x, t_x and T in days and mean spend.
-    ``existing`` customers of a subscription renew on the anniversaries of ``start``, by
-    the calendar when ``origin`` (the date of day 0) is given.
+    Subscribers renew on the anniversaries of ``start``, by the calendar when ``origin``
+    (the date of day 0) is given.
     """
     if isinstance(model, Subscription):
         return _subscriptions(model, start, horizon, draws, origin)
@@ -619,7 +618,6 @@ def _existing_buyers(model, count: int, history, cal, rng) -> Existing:
             spend.p if gamma_gamma else 0.0,
             spend.q if gamma_gamma else 0.0,
             spend.gamma if gamma_gamma else 0.0,
-            0.0,
         ]
     )
     hist = None
