@@ -512,7 +512,8 @@ def add_repeat_sales(funnel, tally, rep_keys: np.ndarray) -> None:
         if isinstance(model, Subscription):
             p_close = cal.period_or_after(cohort.t)
             np.add.at(first_payment, (cohort.rep, p_close, cohort.channel), float(model.price))
-    for r, old in existing_customers(funnel, rep_keys, models):
+    drawn = tally.existing  # the DES draws them already for word of mouth
+    for r, old in drawn if drawn is not None else existing_customers(funnel, rep_keys, models):
         purchases[r] += old.purchases
         existing_revenue[r] += old.revenue
         began[r, 0] += old.began

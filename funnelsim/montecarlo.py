@@ -170,7 +170,7 @@ def simulate_batch(funnel: Funnel, engine: str, seed: int, start: int, stop: int
         from funnelsim.customers import add_repeat_sales
 
         add_repeat_sales(funnel, tally, keys)
-        tally.customers = None  # per-customer records stay in the batch
+        tally.customers = tally.existing = None  # per-customer records stay in the batch
     return tally
 
 

@@ -52,6 +52,9 @@ class Tally:
     active_customers: np.ndarray | None = None  # (R, P) customers active at the period's end
     # the new customers of the batch, for customers.py (not a count)
     customers: Cohort | None = None
+    # the existing customers, [(row, customers.Existing)], when the DES drew them already
+    # (for word of mouth; not a count)
+    existing: list | None = None
 
     @classmethod
     def zeros(
@@ -79,7 +82,11 @@ class Tally:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The fields that are present (the sales-team ones only with a team)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "customers"}
+        values = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("customers", "existing")
+        }
         return {name: a for name, a in values.items() if a is not None}
 
 

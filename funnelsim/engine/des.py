@@ -138,7 +138,13 @@ def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
         )
     open_value = funnel.open_value[entry]
     cohorts: list[Cohort] = []
-    existing_active, models = _word_of_mouth_inputs(funnel, rep_keys)
+    existing, models = _word_of_mouth_inputs(funnel, rep_keys)
+    existing_active = None
+    if existing is not None:
+        existing_active = np.zeros((reps, cal.periods))
+        for r, old in existing:
+            existing_active[r] = old.active_start
+        tally.existing = existing  # the repeat sales book them without drawing them again
     for r in range(reps):
         mine = np.flatnonzero(new.rep == r)
         mine = mine[np.argsort(new.t[mine], kind="stable")]
@@ -166,16 +172,12 @@ def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
 
 
 def _word_of_mouth_inputs(funnel: Funnel, rep_keys: np.ndarray):
-    """With word-of-mouth channels: each replication's existing customers active at the
-    start of each month, and its repeat model (None: the scenario's)."""
+    """With word-of-mouth channels: each replication's existing customers, [(row,
+    Existing)], and its repeat model (None: the scenario's)."""
     if funnel.referral is None:
         return None, None
     models = customers.replication_models(funnel, rep_keys)
-    cal = funnel.calendar
-    active = np.zeros((len(rep_keys), cal.periods))
-    for r, existing in customers.existing_customers(funnel, rep_keys, models):
-        active[r] = existing.active_start
-    return active, models
+    return list(customers.existing_customers(funnel, rep_keys, models)), models
 
 
 WAITING, SERVED, COLD = 0, 1, 2
