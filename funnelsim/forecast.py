@@ -275,40 +275,39 @@ def write_atomically(out_dir: Path, files: dict[str, str | Callable[[Path], Any]
 
 def stats(values: np.ndarray) -> dict[str, float | None]:
     """Mean, sd and 5/50/95th percentiles over replications; undefined values are None."""
-    values = np.asarray(values, dtype=float)
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return {"mean": None, "sd": None, "p5": None, "p50": None, "p95": None}
-    p5, p50, p95 = np.percentile(values, [5, 50, 95])
-    sd = float(np.std(values, ddof=1)) if values.size > 1 else 0.0
-    return {"mean": _f(values.mean()), "sd": _f(sd), "p5": _f(p5), "p50": _f(p50), "p95": _f(p95)}
+    return _pick(_column_stats(np.asarray(values, dtype=float).reshape(-1, 1)), 0)
 
 
 _STATS = ("mean", "sd", "p5", "p50", "p95")
 
 
 def _stats_tables(ds: xr.Dataset) -> dict[str, dict[str, np.ndarray]]:
-    """:func:`stats` of every metric of ``ds`` over replications (its first axis), for every
-    period (and stage or channel) at once: {metric: {statistic: array}}; NaN: undefined."""
-    out = {}
-    for name, var in ds.data_vars.items():
-        values = np.asarray(var.values, dtype=float)
-        missing = np.isnan(values)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            if missing.any():
-                count = (~missing).sum(axis=0)
-                with warnings.catch_warnings():  # all-NaN columns: undefined, NaN
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    p5, p50, p95 = np.nanpercentile(values, [5, 50, 95], axis=0)
-                    mean = np.nanmean(values, axis=0)
-                    sd = np.where(count > 1, np.nanstd(values, axis=0, ddof=1), 0.0)
-                sd = np.where(count == 0, np.nan, sd)
-            else:
-                p5, p50, p95 = np.percentile(values, [5, 50, 95], axis=0)
-                mean = values.mean(axis=0)
-                sd = values.std(axis=0, ddof=1) if values.shape[0] > 1 else np.zeros_like(mean)
-        out[name] = dict(zip(_STATS, (mean, sd, p5, p50, p95), strict=True))
-    return out
+    """:func:`stats` of every metric of ``ds``, for every period (and stage or channel) at
+    once: {metric: {statistic: array}}."""
+    return {name: _column_stats(var.values) for name, var in ds.data_vars.items()}
+
+
+def _column_stats(values: np.ndarray) -> dict[str, np.ndarray]:
+    """The statistics over the first axis (replications) of every column; NaN values are
+    left out, and a column without any is undefined (NaN)."""
+    values = np.asarray(values, dtype=float)
+    if values.shape[0] == 0:
+        return dict.fromkeys(_STATS, np.full(values.shape[1:], np.nan))
+    missing = np.isnan(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if missing.any():
+            count = (~missing).sum(axis=0)
+            with warnings.catch_warnings():  # all-NaN columns: undefined, NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                p5, p50, p95 = np.nanpercentile(values, [5, 50, 95], axis=0)
+                mean = np.nanmean(values, axis=0)
+                sd = np.where(count > 1, np.nanstd(values, axis=0, ddof=1), 0.0)
+            sd = np.where(count == 0, np.nan, sd)
+        else:
+            p5, p50, p95 = np.percentile(values, [5, 50, 95], axis=0)
+            mean = values.mean(axis=0)
+            sd = values.std(axis=0, ddof=1) if values.shape[0] > 1 else np.zeros_like(mean)
+    return dict(zip(_STATS, (mean, sd, p5, p50, p95), strict=True))
 
 
 def _pick(table: dict[str, np.ndarray], *index: int) -> dict[str, float | None]:
