@@ -55,8 +55,6 @@ Nothing here prints; the writers write only where they are told to.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import re
@@ -68,7 +66,7 @@ from typing import Any
 import numpy as np
 
 from funnelsim.errors import InputError, Problem, did_you_mean
-from funnelsim.forecast import stats, write_atomically
+from funnelsim.forecast import csv_text, stats, write_atomically
 from funnelsim.scenario import (
     AT_MOST_METRICS,
     LOST,
@@ -1187,14 +1185,7 @@ def _finite(value: Any) -> Any:
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    if not rows:
-        return ""
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in _finite(row).items()})
-    return buffer.getvalue()
+    return csv_text([_finite(row) for row in rows])
 
 
 __all__ = [

@@ -89,6 +89,7 @@ UNITS = {
     "roi": "ratio",
 }
 PERIODS = ("month", "quarter", "year")
+PERIODS_COLUMNS = ["period", "stage", "channel", "metric", "mean", "sd", "p5", "p50", "p95"]
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,7 @@ class Forecast:
         summary = json.dumps(body, indent=2, allow_nan=False) + "\n"
         files = {
             "summary.json": summary,
-            "periods.csv": _csv(self.periods_rows(by)),
+            "periods.csv": csv_text(self.periods_rows(by), PERIODS_COLUMNS),
             "forecast.nc": lambda path: self.metrics("month").to_netcdf(path, engine="scipy"),
         }
         return write_atomically(Path(out_dir), files)
@@ -323,9 +324,13 @@ def _f(x: float) -> float:
     return 0.0 if x == 0 else x
 
 
-def _csv(rows: list[dict[str, Any]]) -> str:
+def csv_text(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """Rows as CSV text (columns: the first row's keys by default); None is an empty cell."""
+    if columns is None:
+        if not rows:
+            return ""
+        columns = list(rows[0])
     buffer = io.StringIO()
-    columns = ["period", "stage", "channel", "metric", "mean", "sd", "p5", "p50", "p95"]
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:

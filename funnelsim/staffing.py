@@ -133,12 +133,10 @@ def staff(
 
 def write_staff(result: dict[str, Any], out_dir) -> list:
     """Write staff.json and staff.csv (one row per team size) into ``out_dir``, atomically."""
-    import csv
-    import io
     import json
     from pathlib import Path
 
-    from funnelsim.forecast import write_atomically
+    from funnelsim.forecast import csv_text, write_atomically
 
     rows = []
     for r in result["rows"]:
@@ -149,12 +147,8 @@ def write_staff(result: dict[str, Any], out_dir) -> list:
         flat["rep_cost"] = r["rep_cost"]
         flat["revenue_minus_rep_cost"] = r["revenue_minus_rep_cost"]
         rows.append(flat)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
     files = {
         "staff.json": json.dumps(result, indent=2, allow_nan=False) + "\n",
-        "staff.csv": buffer.getvalue(),
+        "staff.csv": csv_text(rows),
     }
     return write_atomically(Path(out_dir), files)
