@@ -201,14 +201,9 @@ def _last_month(forecast: Forecast) -> str:
     return Numbers.month(str(labels[-1]))
 
 
-def _section(key: str, title: str, body: str) -> str:
-    """A section; its heading, introduction and first chart stay on one printed page."""
-    end = 0
-    for tag in ("</figure>", "</p>"):  # up to the first chart, else the first paragraph
-        if tag in body:
-            end = body.find(tag) + len(tag)
-            break
-    head, rest = body[:end], body[end:]
+def _section(key: str, title: str, head: str, rest: str = "") -> str:
+    """A section: its heading and ``head`` (the introduction and the first chart) stay on
+    one printed page; ``rest`` may break across pages."""
     return f"<section id='{key}'><div class='keep'><h2>{_e(title)}</h2>{head}</div>{rest}</section>"
 
 
@@ -280,8 +275,8 @@ def _summary(scenario, forecast: Forecast, f: Numbers, levers, targets) -> str:
         f"<div class='n'>{_e(n)}</div></div>"
         for k, v, n in cards
     )
-    body = f"<p class='lead'>{' '.join(text)}</p><div class='cards'>{card_html}</div>"
-    return _section("summary", "Executive summary", body)
+    intro = f"<p class='lead'>{' '.join(text)}</p>"
+    return _section("summary", "Executive summary", intro, f"<div class='cards'>{card_html}</div>")
 
 
 def _target_text(metric: str, entry: Mapping[str, Any], f: Numbers) -> str:
@@ -351,13 +346,13 @@ def _revenue(forecast: Forecast, f: Numbers) -> str:
         "<table class='num'><thead><tr><th>Month</th><th>Mean</th><th>Median</th>"
         "<th>90% interval</th></tr></thead><tbody>" + rows + "</tbody></table>"
     )
-    body = (
+    intro = (
         "<p>Revenue booked each month (deals at close"
         + (", first and repeat purchases" if "revenue_repeat" in forecast.metrics() else "")
         + "). The dark line is the median of the simulated futures, the bands hold 50% and 90% "
-        "of them.</p>" + chart + table
+        "of them.</p>"
     )
-    return _section("revenue", "Revenue by month", body)
+    return _section("revenue", "Revenue by month", intro + chart, table)
 
 
 def _funnel(forecast: Forecast, f: Numbers) -> str:
@@ -410,13 +405,13 @@ def _funnel(forecast: Forecast, f: Numbers) -> str:
         "include deals open at the start; revenue includes their customers' repeat purchases "
         "where the scenario has them.</p>"
     )
-    body = (
+    intro = (
         f"<p>Means over the simulated futures. {f.count(t['lost']['mean'])} leads are lost and "
         f"{f.count(t['open_at_end']['mean'])} are still being worked at the end of the "
         "horizon. Entries count every stay (a lead sent back to a stage counts again); "
-        "deals open at the start are not new leads.</p>" + chart + table + channels
+        "deals open at the start are not new leads.</p>"
     )
-    return _section("funnel", "The funnel", body)
+    return _section("funnel", "The funnel", intro + chart, table + channels)
 
 
 def _repeat(forecast: Forecast, f: Numbers) -> str:
@@ -426,15 +421,15 @@ def _repeat(forecast: Forecast, f: Numbers) -> str:
     repeat = m["revenue_repeat"].values.mean(axis=0)
     chart = _svg(_stacked_chart(labels, new, repeat, f), "New and repeat revenue by month")
     t = forecast.summary()["totals"]
-    body = (
+    intro = (
         f"<p>Revenue from new customers' first purchases and from existing and new customers "
         f"buying again (or renewing). Over the horizon: {f.money(t['revenue_new']['mean'])} "
         f"new, {f.money(t['revenue_repeat']['mean'])} repeat — a repeat share of "
         f"{f.share(t['repeat_share']['mean'])}. {f.count(t['customers_new']['mean'])} new "
         f"customers; {f.count(t['customers_active_at_end']['mean'])} customers active at the "
-        "end.</p>" + chart
+        "end.</p>"
     )
-    return _section("repeat", "New and repeat revenue", body)
+    return _section("repeat", "New and repeat revenue", intro + chart)
 
 
 def _economics(forecast: Forecast, f: Numbers) -> str:
@@ -473,11 +468,8 @@ def _economics(forecast: Forecast, f: Numbers) -> str:
     )
     cut = forecast.attrs.get("ltv_horizon_years")
     note = f"<p class='note'>LTV counts {cut:g} years of a customer's life.</p>" if cut else ""
-    return _section(
-        "economics",
-        "Unit economics",
-        "<p>Means over the simulated futures.</p>" + table + note + per_table,
-    )
+    intro = "<p>Means over the simulated futures.</p>"
+    return _section("economics", "Unit economics", intro, table + note + per_table)
 
 
 def _months(x: float | None) -> str:
@@ -502,18 +494,19 @@ def _team(scenario: Scenario, forecast: Forecast, f: Numbers) -> str:
         if "wait_days" in v
     )
     team = scenario.sales_team
-    body = (
+    intro = (
         f"<p>{team.reps} reps at the start, each working {team.leads_per_rep} leads at once. "
         f"Over the horizon the team is busy {f.share(t['rep_utilization']['mean'], 0)} of its "
         f"slot time, and {f.count(t['went_cold']['mean'])} leads go cold waiting for a rep "
         "(they count as lost).</p>"
-        + chart
-        + "<table class='num'><thead><tr><th>Stage</th><th>Mean wait for a rep</th>"
+    )
+    table = (
+        "<table class='num'><thead><tr><th>Stage</th><th>Mean wait for a rep</th>"
         "<th>Leads that waited</th><th>Went cold</th><th>Queue at end</th></tr></thead><tbody>"
         + rows
         + "</tbody></table>"
     )
-    return _section("team", "Sales team", body)
+    return _section("team", "Sales team", intro + chart, table)
 
 
 def _levers(levers: Mapping[str, Any], f: Numbers) -> str:
@@ -547,13 +540,13 @@ def _levers(levers: Mapping[str, Any], f: Numbers) -> str:
     notes = [f"{_lever_label(n['lever'])}: {n['reason']}" for n in skipped]
     notes += list(levers.get("notes") or [])
     note = "".join(f"<p class='note'>{_e(n)}</p>" for n in notes)
-    body = (
+    intro = (
         f"<p>Each element of the sales system improved by {f.share(levers['step'], 0)}, one at a "
         f"time, on the same simulated futures ({levers['replications']:,} replications, common "
         "random numbers), so each bar is that change's own effect. Bars: mean revenue uplift; "
-        "whiskers: 90% interval of the paired difference.</p>" + chart + table + note
+        "whiskers: 90% interval of the paired difference.</p>"
     )
-    return _section("levers", "What to improve: the levers", body)
+    return _section("levers", "What to improve: the levers", intro + chart, table + note)
 
 
 def _per(x: float | None) -> str:
@@ -585,13 +578,12 @@ def _variants(result: Mapping[str, Any], f: Numbers) -> str:
             "<th>Mean difference</th><th>90% interval</th><th>P(variant &gt; base)</th></tr>"
             "</thead><tbody>" + "".join(rows) + "</tbody></table>"
         )
-    body = (
+    intro = (
         "<p>Each variant against this forecast, replication by replication on the same random "
         f"numbers ({result['replications']:,} replications): the distribution of the "
         "difference, variant − base, and how often the variant comes out ahead.</p>"
-        + "".join(blocks)
     )
-    return _section("variants", "Compared variants", body)
+    return _section("variants", "Compared variants", intro, "".join(blocks))
 
 
 def _signed(show, x) -> str:
@@ -601,15 +593,14 @@ def _signed(show, x) -> str:
 
 def _assumptions(scenario: Scenario) -> str:
     data = scenario.model_dump(mode="json", exclude_none=True, by_alias=True)
-    body = (
+    intro = (
         "<p>Every input of the scenario"
         + (f" (<code>{_e(scenario.source.name)}</code>)" if scenario.source else "")
         + ". Durations are in days, money in "
         + _e(scenario.currency)
         + ", volumes in leads per calendar month, probabilities as shares.</p>"
-        + _tree(data)
     )
-    return _section("assumptions", "Assumptions", body)
+    return _section("assumptions", "Assumptions", intro, _tree(data))
 
 
 def _tree(value: Any) -> str:
@@ -655,12 +646,14 @@ def _method(scenario: Scenario, forecast: Forecast, command: str | None) -> str:
     if command:
         rows.append(("Reproduce with", command))
     table = "".join(f"<tr><th>{_e(k)}</th><td><code>{_e(v)}</code></td></tr>" for k, v in rows)
-    body = (
+    intro = (
         "<p>The same scenario file, seed and number of replications give the same numbers on "
         "any machine and with any number of worker processes. Intervals are percentiles over "
-        "the replications.</p><table><tbody>" + table + "</tbody></table>"
+        "the replications.</p>"
     )
-    return _section("method", "Method and reproducibility", body)
+    return _section(
+        "method", "Method and reproducibility", intro, f"<table><tbody>{table}</tbody></table>"
+    )
 
 
 def _label(name: str) -> str:
