@@ -573,11 +573,10 @@ def _existing_subscribers(model: Subscription, count: int, cal, rng) -> Existing
     start = np.zeros(count)
     life = simulate_cohort(model, start, cal.horizon, _Stream(rng, count), origin=cal.start)
     periods = cal.periods
+    period = cal.period_or_after(life.when)  # renewals fall within the horizon
     return Existing(
-        purchases=np.bincount(cal.period_or_after(life.when), minlength=periods + 1)[:periods],
-        revenue=np.bincount(
-            cal.period_or_after(life.when), weights=life.value, minlength=periods + 1
-        )[:periods],
+        purchases=np.bincount(period, minlength=periods),
+        revenue=np.bincount(period, weights=life.value, minlength=periods),
         began=float(count),
         ended=np.bincount(
             cal.period_or_after(np.minimum(life.until, cal.horizon)), minlength=periods + 1
