@@ -106,12 +106,13 @@ def run(
         context = multiprocessing.get_context(
             "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         )
-        with ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             max_workers=min(workers, len(batches)),
             mp_context=context,
             initializer=_init_worker,
             initargs=(funnel,),
-        ) as pool:
+        )
+        try:
             futures = {
                 pool.submit(_worker_batch, chosen, seed, start, stop): (start, stop)
                 for start, stop in batches
@@ -124,6 +125,10 @@ def run(
                 done += stop - start
                 if progress:
                     progress(done, replications)
+        except BaseException:
+            _stop_now(pool)
+            raise
+        pool.shutdown()
     attrs = {
         "scenario": scenario.title,
         "scenario_file": str(scenario.source) if scenario.source else "",
@@ -152,6 +157,17 @@ def run(
         channels=funnel.channels,
         attrs=attrs,
     )
+
+
+def _stop_now(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool at once (Ctrl-C, a failed batch): queued batches are dropped and the
+    workers terminated instead of finishing them (Python 3.11 has no public way to)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join()
 
 
 def simulate_batch(funnel: Funnel, engine: str, seed: int, start: int, stop: int) -> Tally:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import time
+
 import numpy as np
 import pytest
 from conftest import BASE, build
 
-from funnelsim import streams
+from funnelsim import montecarlo, streams
 from funnelsim.funnel import compile_funnel
-from funnelsim.montecarlo import run, simulate_batch
+from funnelsim.montecarlo import EngineError, choose_engine, run, simulate_batch
 
 SCENARIO = {
     "channels": {
@@ -95,3 +98,48 @@ def test_progress_reports_every_replication():
     run(build(SCENARIO), replications=7, workers=1, progress=lambda d, t: calls.append((d, t)))
     assert calls[-1] == (7, 7)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_auto_picks_the_vectorized_engine_unless_a_sales_team_needs_the_des():
+    plain = build(SCENARIO)
+    assert choose_engine(plain) == "vectorized"
+    assert run(plain, replications=2, workers=1).data.attrs["engine"] == "vectorized"
+    team = build(
+        {**SCENARIO, "sales_team": {"reps": 2, "leads_per_rep": 3, "stages": ["proposal"]}}
+    )
+    assert choose_engine(team) == "des"
+    assert choose_engine(plain, "des") == "des"
+    with pytest.raises(EngineError, match="sales team"):
+        choose_engine(team, "vectorized")
+
+
+def test_workers_default_to_the_cpu_count(monkeypatch):
+    asked = []
+    batches = montecarlo._batches
+    monkeypatch.setattr(montecarlo.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(
+        montecarlo, "_batches", lambda *args: asked.append(args[-1]) or batches(*args)
+    )
+    run(build(SCENARIO), replications=4)
+    assert asked == [3]
+
+
+def test_an_interrupted_run_stops_its_workers_at_once():
+    """Ctrl-C (here raised from the progress callback after the first batch) must not wait
+    for the queued batches: the run stops in a fraction of the time the whole run takes."""
+    scenario = build(SCENARIO)
+    n = 400  # ~50 batches of the DES on two workers
+
+    began = time.perf_counter()
+    run(scenario, replications=n, workers=2, engine="des")
+    whole = time.perf_counter() - began
+
+    def interrupt(done, total):
+        raise KeyboardInterrupt
+
+    began = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        run(scenario, replications=n, workers=2, engine="des", progress=interrupt)
+    stopped = time.perf_counter() - began
+    assert multiprocessing.active_children() == []
+    assert stopped < whole / 3, (stopped, whole)
