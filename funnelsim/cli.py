@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -41,6 +42,25 @@ def _bad_input(func: Callable) -> Callable:
             raise BadInput(f"error: {exc.render()}") from None
 
     return wrapper
+
+
+class _OutFolder(click.Path):
+    """A folder to write into, checked before anything is simulated: it, or the nearest of
+    its parents that exists, must be a folder this user can write in."""
+
+    def __init__(self) -> None:
+        super().__init__(file_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx) -> Path:
+        path = super().convert(value, param, ctx)
+        existing = Path(path).absolute()
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            self.fail(f"{existing} is a file; expected a folder (or a new folder's name)")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            self.fail(f"no permission to write in {existing}; expected a writable folder")
+        return path
 
 
 _set_option = click.option(
@@ -128,7 +148,7 @@ def schema() -> None:
 )
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=_OutFolder(),
     help="Write summary.json, periods.csv and forecast.nc into this folder.",
 )
 @_bad_input
@@ -198,7 +218,7 @@ def run(
 @_monte_carlo_options
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=_OutFolder(),
     help="Write staff.json and staff.csv into this folder.",
 )
 @_bad_input
@@ -241,9 +261,7 @@ def staff(
         click.echo("\nWrote " + ", ".join(str(p) for p in written))
 
 
-_out_option = functools.partial(
-    click.option, "--out", type=click.Path(file_okay=False, path_type=Path)
-)
+_out_option = functools.partial(click.option, "--out", type=_OutFolder())
 
 
 @main.command()
@@ -705,7 +723,7 @@ _day = click.DateTime(formats=["%Y-%m-%d"])
 @click.option("--currency", default="USD", show_default=True, help="Currency of the amounts.")
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=_OutFolder(),
     required=True,
     help="Folder for estimates.json, posterior.nc, diagnostics.txt, scenario.yaml and, "
     "as fitted, open_leads.csv, customers.csv and holdout.json.",

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from funnelsim.errors import InputError
+
 FUNNEL_METRICS = ("leads", "won", "lost", "revenue", "open_at_end", "cycle_days")
 STAGE_METRICS = ("entered", "open_at_end", "days_in_stage")
 TEAM_METRICS = ("went_cold", "rep_utilization")
@@ -252,26 +254,63 @@ class Forecast:
 
 
 def write_atomically(out_dir: Path, files: dict[str, str | Callable[[Path], Any]]) -> list[Path]:
-    """Write files (text, or a function writing to a path) into ``out_dir``.
+    """Write files (text, or a function writing to a path) into ``out_dir``, as a set.
 
     Everything goes to a temporary folder inside ``out_dir`` first and is moved into place
-    only when all files are complete, so a failure leaves no partial file.
+    only when all files are complete; files of an earlier run are set aside meanwhile and
+    put back if a move fails, so a failure leaves ``out_dir`` as it was. A file that cannot
+    be written (a folder in the way, no permission, a full disk) is an :class:`InputError`
+    naming it.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".funnelsim-", dir=out_dir))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".funnelsim-", dir=out_dir))
+    except OSError as exc:
+        raise InputError(str(out_dir), f"cannot write the output folder: {_reason(exc)}") from None
     try:
         for name, content in files.items():
-            if callable(content):
-                content(staging / name)
-            else:
-                (staging / name).write_text(content, encoding="utf-8")
-        written = []
-        for name in files:
-            os.replace(staging / name, out_dir / name)
-            written.append(out_dir / name)
-        return written
+            try:
+                if callable(content):
+                    content(staging / name)
+                else:
+                    (staging / name).write_text(content, encoding="utf-8")
+            except OSError as exc:
+                raise InputError(str(out_dir / name), f"cannot write: {_reason(exc)}") from None
+        in_the_way = [name for name in files if (out_dir / name).is_dir()]
+        if in_the_way:
+            raise InputError(
+                str(out_dir / in_the_way[0]), "is a folder; expected to write a file there"
+            )
+        return _swap_in(staging, out_dir, list(files))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(staging: Path, out_dir: Path, names: list[str]) -> list[Path]:
+    """Move the staged files into ``out_dir``; on a failure undo the moves already made."""
+    previous = staging / ".previous"
+    previous.mkdir()
+    moved: list[tuple[str, bool]] = []  # (name, whether an earlier file was set aside)
+    try:
+        for name in names:
+            target = out_dir / name
+            kept = target.exists()
+            if kept:
+                os.replace(target, previous / name)
+            moved.append((name, kept))
+            os.replace(staging / name, target)
+    except OSError as exc:
+        failed = out_dir / name
+        for done, kept in reversed(moved):
+            (out_dir / done).unlink(missing_ok=True)
+            if kept:
+                os.replace(previous / done, out_dir / done)
+        raise InputError(str(failed), f"cannot write: {_reason(exc)}") from None
+    return [out_dir / name for name in names]
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 def stats(values: np.ndarray) -> dict[str, float | None]:

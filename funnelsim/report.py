@@ -812,22 +812,16 @@ def _tornado(names: Sequence[str], rows: Sequence[Mapping[str, Any]], f: Numbers
 
 def write_report(text: str, path: str | Path, *, pdf: bool = False) -> list[Path]:
     """Write the HTML (and with ``pdf`` a PDF beside it, same name) atomically: into a
-    temporary file in the same folder first, moved into place when complete."""
+    temporary folder beside it first, moved into place when complete."""
+    from funnelsim.forecast import write_atomically
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".report-") as tmp:
-        page = Path(tmp) / path.name
-        page.write_text(text, encoding="utf-8")
-        outputs = [(page, path)]
-        if pdf:
-            printed = Path(tmp) / path.with_suffix(".pdf").name
-            print_pdf(page, printed)
-            outputs.append((printed, path.with_suffix(".pdf")))
-        for source, target in outputs:
-            os.replace(source, target)
-            written.append(target)
-    return written
+    files: dict[str, Any] = {path.name: text}
+    if pdf:  # printed from the staged HTML, which is written first
+        files[path.with_suffix(".pdf").name] = lambda target: print_pdf(
+            target.with_name(path.name), target
+        )
+    return write_atomically(path.parent, files)
 
 
 def find_chromium() -> str | None:
