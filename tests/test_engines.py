@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import BASE, build, within
 
-from funnelsim import analytic
+from funnelsim import analytic, streams
 from funnelsim.funnel import compile_funnel
 from funnelsim.montecarlo import run
 
@@ -264,3 +264,46 @@ def test_every_lead_ends_won_lost_or_open():
     still_open = data.open.isel(period=-1).sum("stage")
     arrived = per_rep.leads.sum("channel")
     np.testing.assert_array_equal(arrived + len(scenario.open_leads), ended + still_open)
+
+
+def test_memory_does_not_grow_with_the_number_of_leads(monkeypatch):
+    """A replication with many leads is simulated a few months at a time: 4× the leads
+    over the same 48 months need about the same peak memory (whole, they need 4×)."""
+    import tracemalloc
+
+    from funnelsim.engine import vectorized
+
+    monkeypatch.setattr(vectorized, "LEADS_PER_GROUP", 20_000)
+
+    def peak(leads_per_month: int) -> int:
+        funnel = compile_funnel(
+            build({"months": 48, "channels": {"web": {"leads_per_month": leads_per_month}}})
+        )
+        tracemalloc.start()
+        vectorized.simulate(funnel, streams.replication_keys(5, np.arange(1)))
+        result = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return result
+
+    small, large = peak(4_000), peak(16_000)
+    assert large < 1.6 * small, (small, large)
+
+
+def test_simulating_a_few_months_at_a_time_gives_the_same_numbers(monkeypatch):
+    from funnelsim.engine import vectorized
+
+    scenario = build(
+        {
+            "channels": {"web": {"leads_per_month": 300, "growth_per_month": 0.05}},
+            "stages": LOOP,
+            "pipeline": {"qualified": 20},
+        }
+    )
+    funnel = compile_funnel(scenario)
+    keys = streams.replication_keys(3, np.arange(4))
+    whole = vectorized.simulate(funnel, keys)
+    monkeypatch.setattr(vectorized, "LEADS_PER_GROUP", 1_000)
+    assert len(vectorized.arrival_groups(funnel)) > 3
+    parts = vectorized.simulate(funnel, keys)
+    for name, values in whole.arrays().items():
+        np.testing.assert_allclose(getattr(parts, name), values, rtol=1e-12, err_msg=name)

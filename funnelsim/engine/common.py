@@ -262,18 +262,21 @@ class Leads:
         )
 
 
-def arrivals(funnel: Funnel, rep_keys: np.ndarray, rates: np.ndarray) -> Leads:
+def arrivals(
+    funnel: Funnel, rep_keys: np.ndarray, rates: np.ndarray, periods: range | None = None
+) -> Leads:
     """New leads: a Poisson process per channel, rate constant within each period.
 
     In period p of channel c, lead j arrives at ``edges[p] + Γ_j / rate`` with Γ_j the
     cumulative sum of Exp(1) gaps drawn from the lead keys; leads with Γ_j below
     ``rate × days`` arrive. A higher rate keeps every existing lead (with the same index and
-    draws, a little earlier) and adds new ones at the end.
+    draws, a little earlier) and adds new ones at the end. ``periods`` (default: all)
+    limits the leads to those arriving in these periods.
     """
     cal = funnel.calendar
     parts = []
     for c in range(len(funnel.channels)):
-        for p in range(cal.periods):
+        for p in range(cal.periods) if periods is None else periods:
             part = arrivals_in(funnel, rep_keys, c, p, rates[:, c, p])
             if part is not None:
                 parts.append((c, p, *part))

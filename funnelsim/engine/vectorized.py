@@ -220,10 +220,34 @@ def simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
         )
         run.settle(s, stays, slot, days, opening=True)
 
-    new = arrivals(funnel, rep_keys, inputs.rates)
-    rc = new.rep * n_channels + new.channel
-    _add(run.leads, rc * funnel.calendar.periods + new.period)
-    value = np.full(len(new), np.nan) if run.known_values else None
-    run.queues[0].append(_Stays(rc, new.t, new.period, new.key, new.t, value, visits(len(new))))
-    run.drain()
+    for periods in arrival_groups(funnel):
+        new = arrivals(funnel, rep_keys, inputs.rates, periods)
+        rc = new.rep * n_channels + new.channel
+        _add(run.leads, rc * funnel.calendar.periods + new.period)
+        value = np.full(len(new), np.nan) if run.known_values else None
+        stays = _Stays(rc, new.t, new.period, new.key, new.t, value, visits(len(new)))
+        run.queues[0].append(stays)
+        run.drain()
     return run.finish()
+
+
+LEADS_PER_GROUP = 250_000
+"""Expected new leads of one replication simulated together: a replication with more is
+simulated a few months at a time, so memory does not grow with the number of leads."""
+
+
+def arrival_groups(funnel: Funnel) -> list[range]:
+    """Consecutive periods whose expected new leads (per replication) stay within
+    :data:`LEADS_PER_GROUP`; usually one group, the whole horizon. The groups depend on
+    the funnel only (not on the batch), so the numbers do not depend on the workers."""
+    from funnelsim.analytic import expected_leads
+
+    per_period = expected_leads(funnel).sum(axis=0)
+    groups, first, total = [], 0, 0.0
+    for p, leads in enumerate(per_period.tolist()):
+        if p > first and total + leads > LEADS_PER_GROUP:
+            groups.append(range(first, p))
+            first, total = p, 0.0
+        total += leads
+    groups.append(range(first, funnel.calendar.periods))
+    return groups
