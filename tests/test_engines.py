@@ -307,3 +307,52 @@ def test_simulating_a_few_months_at_a_time_gives_the_same_numbers(monkeypatch):
     parts = vectorized.simulate(funnel, keys)
     for name, values in whole.arrays().items():
         np.testing.assert_allclose(getattr(parts, name), values, rtol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("engine", ["vectorized", "des"])
+def test_wins_and_revenue_follow_seasonality_growth_and_the_horizon_by_hand(engine):
+    """Won and revenue per month against the issue's rate formula, computed day by day here
+    (not by analytic.py): every lead is won with probability 0.3 exactly 3 days after it
+    arrives, so month m's wins are 0.3 × the expected leads arriving 3 days before it, and
+    leads of the last 3 days are still open at the end. Thinning a Poisson process leaves
+    it Poisson, so the tolerance is 4 standard errors of the replications' spread."""
+    import datetime as dt
+
+    season = [0.6, 0.8, 1.4, 1.2, 1.0, 0.9, 0.7, 0.8, 1.1, 1.3, 1.5, 1.0]
+    scenario = build(
+        {
+            "start": "2027-02-10",
+            "months": 12,
+            "channels": {
+                "web": {"leads_per_month": 150, "seasonality": season, "growth_per_month": 0.04}
+            },
+            "stages": {
+                "call": {
+                    "duration": {"dist": "fixed", "value": 3},
+                    "next": {"won": 0.3, "lost": 0.7},
+                }
+            },
+            "deal_value": 1000,
+        }
+    )
+    start, end = dt.date(2027, 2, 10), dt.date(2028, 2, 10)
+    days = (end - start).days
+    won = {}
+    for d in range(days - 3):  # leads arriving then close inside the horizon
+        arrive, close = start + dt.timedelta(d), start + dt.timedelta(d + 3)
+        k = (arrive.year - start.year) * 12 + arrive.month - start.month
+        rate = 150 / (365.25 / 12) * season[arrive.month - 1] * 1.04**k
+        label = f"{close.year}-{close.month:02d}"
+        won[label] = won.get(label, 0.0) + 0.3 * rate
+    data = run(
+        scenario, replications=300 if engine == "vectorized" else 100, workers=1, engine=engine
+    ).data
+    assert list(data.period.values) == list(won)
+    for label, expected in won.items():
+        sample = data.won.sel(period=label).sum("channel").values
+        ok, message = within(sample, expected)
+        assert ok, f"won in {label}: {message}"
+        revenue = data.revenue.sel(period=label).sum("channel").values
+        np.testing.assert_array_equal(revenue, 1000 * sample)
+    ok, message = within(data.won.sum(("period", "channel")).values, sum(won.values()))
+    assert ok, f"won in the horizon: {message}"
