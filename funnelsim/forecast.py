@@ -173,7 +173,7 @@ class Forecast:
             "start": a["start"],
             "end": a["end"],
             "period": by,
-            "units": {**UNITS, "revenue": a["currency"]},
+            "units": {},
             "totals": {},
             "stages": {},
             "channels": {},
@@ -186,6 +186,10 @@ class Forecast:
             entry = self._stats_of(tables, k)
             totals = entry.pop("totals")
             out["periods"].append({"period": str(label), **totals, **entry})
+        present = set(out["totals"]).union(*out["stages"].values(), *out["channels"].values())
+        out["units"] = {
+            m: unit.replace("currency", a["currency"]) for m, unit in UNITS.items() if m in present
+        }
         return out
 
     @property

@@ -108,3 +108,18 @@ def test_an_out_folder_under_a_file_is_refused_before_simulating(tmp_path, comma
     assert "is a file; expected a folder" in result.output
     assert "Traceback" not in result.output
     assert "simulating" not in result.output and "Totals" not in result.output
+
+
+def test_summary_units_name_the_currency_and_only_the_metrics_present(tmp_path):
+    import json
+
+    result = invoke("run", SCENARIO, *FAST, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    present = set(summary["totals"]).union(*summary["stages"].values())
+    present |= set().union(*summary["channels"].values())
+    assert set(summary["units"]) == present
+    currency = summary["currency"]
+    assert summary["units"]["revenue"] == currency
+    assert summary["units"]["cycle_days"] == "days"
+    assert not any("currency" in unit for unit in summary["units"].values())
