@@ -318,3 +318,28 @@ def test_run_reports_the_team(tmp_path):
     assert 0 <= utilization["p5"] <= utilization["p95"] <= 1
     refused = CliRunner().invoke(main, ["run", str(path), "-n", "2", "--engine", "vectorized"])
     assert refused.exit_code == 2 and "cannot model a sales team" in refused.output
+
+
+def test_the_opening_pipeline_wins_with_its_reps_skill():
+    """200 open leads in `proposal` aged 10 days, one rep with skill 1.5, no new leads: a
+    lead wins with P = s·p_won·S_won(10) / (s·p_won·S_won(10) + (1 − s·p_won)·S_lost(10))
+    (issue 2's age conditioning with the skilled probabilities). Tolerance: 4 standard
+    errors of the replications' won shares."""
+    team = {"reps": 1, "leads_per_rep": 1000, "stages": ["proposal"], "skill": [1.5]}
+    scenario = build(
+        channels={"web": {"leads_per_month": 0}},
+        sales_team=team,
+        pipeline={"proposal": {"count": 200, "days_in_stage": 10}},
+    )
+    duration = scenario.stages["proposal"].duration
+    s_won, s_lost = float(duration["won"].sf(10.0)), float(duration["lost"].sf(10.0))
+
+    def p_won(skill):
+        return skill * 0.4 * s_won / (skill * 0.4 * s_won + (1 - skill * 0.4) * s_lost)
+
+    total = run(scenario, replications=30, workers=2).data.sum("period")
+    won, lost = total.won.sum("channel").values, total.lost.sum("channel").values
+    np.testing.assert_array_equal(won + lost, 200)  # every open lead closes in the year
+    ok, message = within(won / 200, p_won(1.5))
+    assert ok, message
+    assert not within(won / 200, p_won(1.0))[0]  # the rep's skill made the difference

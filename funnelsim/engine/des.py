@@ -119,6 +119,50 @@ def trace(funnel: Funnel, rep_key: int) -> Trace:
     )
 
 
+class _Opening:
+    """The opening pipeline of a batch of replications and the draws of its opening stays.
+
+    In a stage without reps the outcome ``slot`` and the ``days`` left are drawn now. In a
+    rep-worked stage the rep's skill changes the outcome probabilities, so only what does
+    not depend on them is drawn now (see :meth:`StayDraws.opening_by_outcome`): the outcome
+    uniform and, per outcome, the survival at the lead's age and the days left.
+    """
+
+    def __init__(self, funnel: Funnel, draws: StayDraws, rep_keys: np.ndarray):
+        leads, entry = opening_leads(funnel, rep_keys)
+        n, k_max = len(leads), draws.targets.shape[1]
+        self.leads, self.stage = leads, funnel.open_stage[entry]
+        self.value = funnel.open_value[entry]
+        self.slot = np.zeros(n, dtype=np.intp)
+        self.days = np.zeros(n)
+        self.u = np.zeros(n)
+        self.survival = np.zeros((n, k_max))
+        self.by_outcome = np.full((n, k_max), np.nan)
+        worked = funnel.team.worked if funnel.team is not None else np.zeros(len(funnel.stages))
+        for s in np.unique(self.stage).tolist():
+            index = np.flatnonzero(self.stage == s)
+            part, age = leads.take(index), funnel.open_age[entry[index]]
+            if worked[s]:
+                u, survival, days = draws.opening_by_outcome(s, part, age)
+                k = survival.shape[1]
+                self.u[index] = u
+                self.survival[index, :k], self.by_outcome[index, :k] = survival, days
+            else:
+                self.slot[index], self.days[index] = draws.opening(s, part, age)
+
+    def of(self, row: int) -> tuple:
+        """The arguments of :meth:`_Replication.add_opening` for replication ``row``."""
+        o = np.flatnonzero(self.leads.rep == row)
+        return (
+            self.leads.take(o),
+            self.stage[o],
+            self.slot[o],
+            self.days[o],
+            self.value[o],
+            (self.u[o], self.survival[o], self.by_outcome[o]),
+        )
+
+
 def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
     cal = funnel.calendar
     reps = len(rep_keys)
@@ -127,16 +171,7 @@ def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
     inputs = draw_inputs(funnel, rep_keys)
     draws = StayDraws(funnel, inputs)
     new = arrivals(funnel, rep_keys, inputs.rates)
-    opening, entry = opening_leads(funnel, rep_keys)
-    open_stage = funnel.open_stage[entry]
-    open_slot = np.zeros(len(opening), dtype=np.intp)
-    open_days = np.zeros(len(opening))
-    for s in np.unique(open_stage).tolist():
-        index = np.flatnonzero(open_stage == s)
-        open_slot[index], open_days[index] = draws.opening(
-            s, opening.take(index), funnel.open_age[entry[index]]
-        )
-    open_value = funnel.open_value[entry]
+    opening = _Opening(funnel, draws, rep_keys)
     cohorts: list[Cohort] = []
     existing, models = _word_of_mouth_inputs(funnel, rep_keys)
     existing_active = None
@@ -149,11 +184,8 @@ def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
         mine = np.flatnonzero(new.rep == r)
         mine = mine[np.argsort(new.t[mine], kind="stable")]
         run = _Replication(funnel, draws, tally, r)
-        if len(opening):
-            o = np.flatnonzero(opening.rep == r)
-            run.add_opening(
-                opening.take(o), open_stage[o], open_slot[o], open_days[o], open_value[o]
-            )
+        if len(opening.leads):
+            run.add_opening(*opening.of(r))
         run.add_arrivals(new.take(mine))
         if existing_active is not None:
             model = funnel.repeat if models is None else models[r]
@@ -202,8 +234,8 @@ class _Wait:
     __slots__ = ("lead", "stage", "draws", "since", "period", "state", "opening", "order")
 
     def __init__(self, lead, stage, draws, since, period, opening, order):
-        # draws: (outcome uniform, duration per outcome), or for an opening stay its
-        # already drawn (outcome slot, days left)
+        # draws: (outcome uniform, duration per outcome), or for an opening stay (outcome
+        # uniform, survival per outcome, days left per outcome): see _Opening
         self.lead, self.stage, self.draws, self.since = lead, stage, draws, since
         self.period, self.opening, self.order = period, opening, order
         self.state = WAITING
@@ -279,15 +311,17 @@ class _Replication:
             self._register_team(leads, cell)
         return start
 
-    def add_opening(self, leads, stage, slot, days, value) -> None:
+    def add_opening(self, leads, stage, slot, days, value, by_outcome) -> None:
+        """The opening pipeline (see :class:`_Opening`)."""
         start = self._register(leads, value)
         self.born.extend([math.nan] * len(leads))
+        u, survival, left = by_outcome
         rows = zip(stage.tolist(), slot.tolist(), days.tolist(), strict=True)
         for j, (s, k, d) in enumerate(rows):
             if self.loops:
                 self.visits[(start + j, s)] = 1  # the opening stay is the lead's first here
             if self.worked[s]:
-                self._need_slot(start + j, s, 0, 0.0, opening=(k, d))
+                self._need_slot(start + j, s, 0, 0.0, opening=(u[j], survival[j], left[j]))
             else:
                 target = self._settle(start + j, s, k, d, 0.0)
                 if target >= 0:
@@ -586,7 +620,7 @@ class _Replication:
         if not self.active[rep]:
             self.available += 1
         if wait.opening:
-            slot, days = wait.draws
+            slot, days = self._opening_outcome(s, self.channel[i], self.skill[rep], wait.draws)
         else:
             u, by_slot = wait.draws
             cum, last = self._cum(s, self.channel[i], self.skill[rep])
@@ -604,21 +638,43 @@ class _Replication:
             self._at(days, self._leave, (i, s, slot, rep))
 
     def _cum(self, s: int, channel: int, skill: float) -> tuple[list[float], int]:
-        """Outcome thresholds of stage ``s`` for a rep with ``skill``: the probabilities of
-        outcomes other than lost scale by the skill, lost takes the remainder."""
+        """Outcome thresholds of stage ``s`` for a rep with ``skill``."""
         key = (s, channel, skill)
         if key not in self._thresholds:
-            p = self.draws.inputs.probs[s][self.row, channel].copy()
-            if skill != 1.0:
-                lost = list(self.targets[s]).index(self.lost_code)
-                p *= skill
-                p[lost] = 0.0
-                p[lost] = max(0.0, 1.0 - p.sum())
-                p /= p.sum()
+            p = self._skilled(s, channel, skill)
             cum = np.cumsum(p)[:-1].tolist()
             last = len(p) - 1 - int(np.argmax(p[::-1] > 0))
             self._thresholds[key] = (cum, last)
         return self._thresholds[key]
+
+    def _skilled(self, s: int, channel: int, skill: float) -> np.ndarray:
+        """Outcome probabilities of stage ``s`` for a rep with ``skill``: the probabilities
+        of outcomes other than lost scale by the skill, lost takes the remainder."""
+        p = self.draws.inputs.probs[s][self.row, channel].copy()
+        if skill != 1.0:
+            lost = list(self.targets[s]).index(self.lost_code)
+            p *= skill
+            p[lost] = 0.0
+            p[lost] = max(0.0, 1.0 - p.sum())
+            p /= p.sum()
+        return p
+
+    def _opening_outcome(self, s: int, channel: int, skill: float, drawn) -> tuple[int, float]:
+        """Outcome and days left of an opening stay in a rep-worked stage, drawn with the
+        rep's skill as :meth:`StayDraws.opening` draws it without: P(k | age a) ∝
+        p_k·S_k(a), p the skilled probabilities; a lead older than every possible duration
+        closes at once."""
+        u, survival, left = drawn
+        p = self._skilled(s, channel, skill)
+        weights = p * survival[: p.size]
+        outlived = weights.sum() <= 0
+        if outlived:
+            weights = p
+        cum = np.cumsum(weights)
+        cum /= cum[-1]
+        slot = int((u > cum[:-1]).sum())
+        slot = min(slot, p.size - 1 - int(np.argmax(weights[::-1] > 0)))
+        return slot, 0.0 if outlived else float(left[slot])
 
     def _release(self, rep: int) -> None:
         self._account(self.env.now)
