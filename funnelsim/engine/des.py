@@ -74,11 +74,32 @@ def _fewer_collections():
 
 
 @dataclass(frozen=True)
+class Slots:
+    """Every slot taken in a rep-worked stage in one replication, in the order taken.
+
+    A stay took a slot of ``rep`` at ``start`` after waiting since ``since`` (when the lead
+    entered the stage; the opening pipeline's since 0), holds it until ``end`` (days from
+    the start date; may lie beyond the horizon) and then goes to ``outcome`` (a stage index,
+    ``won`` or ``lost``).
+    """
+
+    lead: np.ndarray
+    stage: np.ndarray
+    rep: np.ndarray
+    since: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    outcome: np.ndarray
+
+
+@dataclass(frozen=True)
 class Trace:
-    """Every stage entry and close of one replication's new leads, in time order.
+    """Every stage entry and close of one replication's leads, in time order.
 
     ``stage`` is a stage index, ``won`` or ``lost`` (the funnel's codes); ``value`` is the
-    lead's deal value (currency). Leads are numbered in arrival order.
+    lead's deal value (currency). Leads are numbered in arrival order, after the opening
+    pipeline when it is traced (whose opening stays are not entries). With a sales team
+    ``slots`` records the slots the leads took.
     """
 
     lead: np.ndarray
@@ -86,11 +107,12 @@ class Trace:
     stage: np.ndarray
     t: np.ndarray  # days from the start date
     value: np.ndarray
+    slots: Slots | None = None
 
 
-def trace(funnel: Funnel, rep_key: int) -> Trace:
-    """Simulate one replication (new leads only, no opening pipeline) and record what
-    every lead did: the history a CRM would hold (funnelsim's own engine as its source)."""
+def trace(funnel: Funnel, rep_key: int, *, pipeline: bool = False) -> Trace:
+    """Simulate one replication and record what every lead did: the history a CRM would
+    hold (funnelsim's own engine as its source). New leads only, unless ``pipeline``."""
     keys = np.array([rep_key], dtype=np.uint64)
     inputs = draw_inputs(funnel, keys)
     draws = StayDraws(funnel, inputs)
@@ -105,17 +127,29 @@ def trace(funnel: Funnel, rep_key: int) -> Trace:
     )
     run = _Replication(funnel, draws, tally, 0)
     run.events = []
+    run.served = [] if funnel.team is not None else None
     with _fewer_collections():
+        if pipeline:
+            run.add_opening(*_opening(funnel, draws, keys))
         run.add_arrivals(new.take(order))
         run.run()
     events = sorted(run.events, key=lambda e: (e[2], e[0]))
     lead = np.array([e[0] for e in events], dtype=np.int64)
+    slots = None
+    if run.served is not None:
+        columns = list(zip(*run.served, strict=True)) or [()] * 7
+        slots = Slots(
+            *(np.array(c, dtype=np.int64) for c in columns[:3]),
+            *(np.array(c, dtype=float) for c in columns[3:6]),
+            np.array(columns[6], dtype=np.int64),
+        )
     return Trace(
         lead=lead,
         channel=np.asarray(run.channel, dtype=np.int64)[lead],
         stage=np.array([e[1] for e in events], dtype=np.int64),
         t=np.array([e[2] for e in events]),
         value=np.asarray(run.value)[lead],
+        slots=slots,
     )
 
 
@@ -161,6 +195,10 @@ class _Opening:
             self.value[o],
             (self.u[o], self.survival[o], self.by_outcome[o]),
         )
+
+
+def _opening(funnel: Funnel, draws: StayDraws, rep_keys: np.ndarray) -> tuple:
+    return _Opening(funnel, draws, rep_keys).of(0)
 
 
 def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
@@ -283,6 +321,7 @@ class _Replication:
         self.visits: dict[tuple[int, int], int] = {}
         self.loops = funnel.has_loops
         self.events: list[tuple[int, int, float]] | None = None  # set by trace()
+        self.served: list[tuple] | None = None  # set by trace(): the slots taken
         self.won_leads: list[tuple[int, float]] | None = [] if funnel.repeat is not None else None
         self.team = funnel.team
         if self.team is not None:
@@ -636,6 +675,8 @@ class _Replication:
         self.ended[p_out][s] += 1
         if p_out < self.periods:
             self._at(days, self._leave, (i, s, slot, rep))
+        if self.served is not None:
+            self.served.append((i, s, rep, wait.since, now, now + days, self.targets[s][slot]))
 
     def _cum(self, s: int, channel: int, skill: float) -> tuple[list[float], int]:
         """Outcome thresholds of stage ``s`` for a rep with ``skill``."""
