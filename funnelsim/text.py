@@ -318,22 +318,21 @@ def forecast_text(summary: dict[str, Any]) -> str:
     rows = []
     for p in summary["periods"]:
         r = p["revenue"]
-        rows.append(
-            [
-                p["period"],
-                number(p["leads"]["mean"]),
-                number(p["won"]["mean"]),
-                number(r["mean"]),
-                f"{number(r['p5'])}-{number(r['p95'])}",
-                number(p["open_at_end"]["mean"]),
-            ]
-        )
-    out.append(
-        _table(
-            [summary["period"], "new leads", "won", f"revenue ({cur})", "P5-P95", "open at end"],
-            rows,
-        )
-    )
+        row = [
+            p["period"],
+            number(p["leads"]["mean"]),
+            number(p["won"]["mean"]),
+            number(r["mean"]),
+            f"{number(r['p5'])}-{number(r['p95'])}",
+            number(p["open_at_end"]["mean"]),
+        ]
+        if team:
+            row += [number(p["went_cold"]["mean"]), percent(p["rep_utilization"]["mean"])]
+        rows.append(row)
+    header = [summary["period"], "new leads", "won", f"revenue ({cur})", "P5-P95", "open at end"]
+    if team:
+        header += ["went cold", "rep utilization"]
+    out.append(_table(header, rows))
     if summary.get("targets"):
         out += ["", *target_lines(summary["targets"], cur)]
     return "\n".join(out)

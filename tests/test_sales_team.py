@@ -299,6 +299,7 @@ def test_run_reports_the_team(tmp_path):
     from click.testing import CliRunner
 
     from funnelsim.cli import main
+    from funnelsim.text import number, percent
 
     path = tmp_path / "team.yaml"
     path.write_text(yaml.safe_dump({**BASE, **STAFFED}))
@@ -316,6 +317,14 @@ def test_run_reports_the_team(tmp_path):
     assert {"went_cold", "rep_utilization"} <= set(summary["periods"][0])
     utilization = summary["totals"]["rep_utilization"]
     assert 0 <= utilization["p5"] <= utilization["p95"] <= 1
+    # the table by period has the team's columns, with the summary's numbers
+    lines = result.output.split("By quarter")[1].splitlines()
+    assert lines[1].split()[-4:] == ["went", "cold", "rep", "utilization"]
+    for line, period in zip(lines[2:6], summary["periods"], strict=True):
+        cells = line.split()
+        assert cells[0] == period["period"]
+        assert cells[-2] == number(period["went_cold"]["mean"])
+        assert cells[-1] == percent(period["rep_utilization"]["mean"])
     refused = CliRunner().invoke(main, ["run", str(path), "-n", "2", "--engine", "vectorized"])
     assert refused.exit_code == 2 and "cannot model a sales team" in refused.output
 
