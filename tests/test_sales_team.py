@@ -280,10 +280,30 @@ def test_staff_cli_writes_files_and_marks_sizes(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "most revenue minus rep cost" in result.output
+    assert "cold share" in result.output.splitlines()[2]
+    # patience and --max-wait alone: a note says the waits are cut short
+    assert "add --max-cold PCT" in result.output
     saved = json.loads((out / "staff.json").read_text())
     assert [r["reps"] for r in saved["rows"]] == [2, 4, 6]
     header = (out / "staff.csv").read_text().splitlines()[0].split(",")
     assert header[:2] == ["reps", "revenue_mean"] and "rep_cost" in header
+    assert "went_cold_share_mean" in header
+    both = CliRunner().invoke(
+        main,
+        ["staff", str(path), "--reps", "2..6..2", "--max-wait", "3", "--max-cold", "40"]
+        + ["-n", "10", "--workers", "1"],
+    )
+    assert both.exit_code == 0, both.output
+    assert "add --max-cold" not in both.output
+    marked = [line for line in both.output.splitlines() if "smallest with" in line]
+    assert len(marked) == 1 and "mean wait <= 3 days and at most 40% gone cold" in marked[0]
+    no_patience = tmp_path / "waits.yaml"
+    team = {k: v for k, v in STAFFED["sales_team"].items() if k != "patience"}
+    no_patience.write_text(yaml.safe_dump({**data, "sales_team": team}))
+    waits = CliRunner().invoke(
+        main, ["staff", str(no_patience), "--reps", "6", "--max-wait", "3", "-n", "2"]
+    )
+    assert waits.exit_code == 0 and "add --max-cold" not in waits.output
     bad = CliRunner().invoke(main, ["staff", str(path), "--reps", "6..2"])
     assert bad.exit_code == 2 and "expected sizes like 2..12" in bad.output
     plain = tmp_path / "plain.yaml"
@@ -604,3 +624,35 @@ def test_staff_runs_on_the_shipped_team_scenario(tmp_path):
     assert len(lines) == 3 and lines[0].startswith("reps,")
     assert [line.split(",")[0] for line in lines[1:]] == ["4", "5"]
     assert "most revenue minus rep cost" in result.output
+
+
+def test_staff_max_cold_counts_the_leads_that_reached_the_team():
+    """With patience (mean 8 days) a lead's wait ends when it goes cold, so one rep "meets" a
+    mean wait of 7 days while most leads go cold; --max-cold catches that."""
+    from funnelsim.scenario import scenario_with
+    from funnelsim.staffing import staff
+
+    sizes = [1, 4, 8]
+    result = staff(build(STAFFED), sizes, max_wait=7.0, max_cold=0.2, replications=10, workers=2)
+    rows = {r["reps"]: r for r in result["rows"]}
+    # the share's denominator: STAFFED's new leads reach the team on entering `qualified`
+    one = run(
+        scenario_with(build(STAFFED), ["sales_team.reps=1", "sales_team.hiring=[]"]),
+        replications=10,
+        workers=2,
+    ).data.sum("period")
+    entered = one.entered.sel(stage="qualified").values
+    np.testing.assert_array_equal(one.reached.sum("stage").values, entered)
+    share = one.cold.sum("stage").values / entered
+    assert rows[1]["went_cold_share"]["mean"] == pytest.approx(share.mean())
+    assert rows[1]["went_cold_share"]["mean"] > 0.5  # one rep: most leads go cold ...
+    assert result["smallest_reps_within_max_wait"] == 1  # ... yet its mean wait is short
+    meeting = [
+        n
+        for n in sizes
+        if rows[n]["wait_days"]["mean"] <= 7.0 and rows[n]["went_cold_share"]["mean"] <= 0.2
+    ]
+    assert meeting and result["smallest_reps_within_limits"] == min(meeting) > 1
+    alone = staff(build(STAFFED), sizes, max_cold=0.2, replications=10, workers=2)
+    assert alone["smallest_reps_within_limits"] == result["smallest_reps_within_limits"]
+    assert alone["smallest_reps_within_max_wait"] is None

@@ -41,6 +41,9 @@ class Tally:
     wait_days: np.ndarray | None = None  # (R, P, S) days waited for a slot, by entry period
     waited: np.ndarray | None = None  # (R, P, S) entries that had to wait at all
     unserved: np.ndarray | None = None  # (R, P, S) entries never served (cold or still waiting)
+    # leads that needed a rep for the first time (new leads and the opening pipeline in a
+    # rep-worked stage), by the stage and period they reached the team in
+    reached: np.ndarray | None = None  # (R, P, S)
     queue: np.ndarray | None = None  # (R, P, S) leads waiting for a slot at the period's end
     busy_slot_days: np.ndarray | None = None  # (R, P) slot-days in use
     slot_days: np.ndarray | None = None  # (R, P) slot-days available
@@ -93,7 +96,17 @@ class Tally:
 TALLY_DIMS = {
     **dict.fromkeys(("leads", "won", "lost", "revenue", "cycle_days", "cycle_count"), "channel"),
     **dict.fromkeys(
-        ("entered", "stay_days", "open", "cold", "wait_days", "waited", "unserved", "queue"),
+        (
+            "entered",
+            "stay_days",
+            "open",
+            "cold",
+            "wait_days",
+            "waited",
+            "unserved",
+            "reached",
+            "queue",
+        ),
         "stage",
     ),
     **dict.fromkeys(("busy_slot_days", "slot_days"), "funnel"),
@@ -102,7 +115,16 @@ TALLY_DIMS = {
 }
 """What each tally field is broken down by, besides replication and period."""
 
-TEAM_FIELDS = ("cold", "wait_days", "waited", "unserved", "queue", "busy_slot_days", "slot_days")
+TEAM_FIELDS = (
+    "cold",
+    "wait_days",
+    "waited",
+    "unserved",
+    "reached",
+    "queue",
+    "busy_slot_days",
+    "slot_days",
+)
 REPEAT_FIELDS = (
     "first_payment",
     "repeat_revenue",

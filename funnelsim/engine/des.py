@@ -299,7 +299,7 @@ class _Replication:
         }
         names = ("entered", "stay_days")
         if funnel.team is not None:
-            names += ("cold", "wait_days", "waited", "unserved")
+            names += ("cold", "wait_days", "waited", "unserved", "reached")
         self.by_stage = {name: [[0.0] * stages for _ in range(periods)] for name in names}
         self.periods = periods
         # stays (and waits for a slot) by the period they start and end in; P = after the
@@ -616,7 +616,11 @@ class _Replication:
         self.order += 1
         wait = _Wait(i, s, drawn, now, period, opening is not None, self.order)
         rep = self.rep_of.get(i, -1)
-        if rep >= 0 and not self.active[rep]:
+        if rep < 0:
+            # the lead reaches the team: once, as a lead that waits for its first rep gets
+            # one, goes cold or is still waiting at the horizon
+            self.by_stage["reached"][period][s] += 1
+        elif not self.active[rep]:
             rep = -1  # its rep has left the team: it is reassigned
         if rep < 0:
             rep = self._most_free()
