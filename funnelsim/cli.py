@@ -92,11 +92,13 @@ def validate(scenario: Path, overrides: tuple[str, ...]) -> None:
     The expectations come from the funnel as an absorbing Markov chain (no simulation, no
     horizon cut): P(won), days to win, revenue per new lead, expected visits per stage.
     """
-    from funnelsim.scenario import load_scenario
+    from funnelsim.scenario import load_scenario, scenario_warnings
     from funnelsim.text import funnel_text
 
     loaded = load_scenario(scenario, overrides)
     click.echo(f"{scenario}: valid")
+    for problem in scenario_warnings(loaded):
+        click.echo(f"warning: {scenario}: {problem}", err=True)
     click.echo(funnel_text(loaded))
 
 
