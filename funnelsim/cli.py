@@ -112,11 +112,13 @@ def validate(scenario: Path, overrides: tuple[str, ...]) -> None:
     The expectations come from the funnel as an absorbing Markov chain (no simulation, no
     horizon cut): P(won), days to win, revenue per new lead, expected visits per stage.
     """
-    from funnelsim.scenario import load_scenario
+    from funnelsim.scenario import load_scenario, scenario_warnings
     from funnelsim.text import funnel_text
 
     loaded = load_scenario(scenario, overrides)
     click.echo(f"{scenario}: valid")
+    for problem in scenario_warnings(loaded):
+        click.echo(f"warning: {scenario}: {problem}", err=True)
     click.echo(funnel_text(loaded))
 
 
@@ -215,6 +217,13 @@ def run(
     metavar="DAYS",
     help="Also mark the smallest team whose mean wait for a rep stays under DAYS.",
 )
+@click.option(
+    "--max-cold",
+    type=click.FloatRange(min=0, max=100),
+    metavar="PCT",
+    help="Also mark the smallest team with at most PCT percent of the leads that reach the "
+    "team gone cold (with --max-wait: the smallest meeting both).",
+)
 @_monte_carlo_options
 @click.option(
     "--out",
@@ -227,6 +236,7 @@ def staff(
     overrides: tuple[str, ...],
     sizes: str,
     max_wait: float | None,
+    max_cold: float | None,
     replications: int | None,
     seed: int | None,
     workers: int | None,
@@ -234,9 +244,10 @@ def staff(
 ) -> None:
     """How many reps? Runs the scenario for each team size on the same random numbers.
 
-    Reports revenue, won deals, leads gone cold, the mean wait for a rep, utilization and
-    the reps' cost (costs.rep_per_month) per size, and marks the size with the most revenue
-    minus rep cost.
+    Reports revenue, won deals, leads gone cold (and their share of the leads that reached
+    the team), the mean wait for a rep, utilization and the reps' cost
+    (costs.rep_per_month) per size, and marks the size with the most revenue minus rep
+    cost, and the smallest size within --max-wait and --max-cold.
     """
     from funnelsim.scenario import load_scenario
     from funnelsim.staffing import parse_sizes, write_staff
@@ -249,6 +260,7 @@ def staff(
             loaded,
             parse_sizes(sizes),
             max_wait=max_wait,
+            max_cold=None if max_cold is None else max_cold / 100,
             replications=replications,
             seed=seed,
             workers=workers,
@@ -257,6 +269,13 @@ def staff(
     if out is not None:
         written = write_staff(result, out)
     click.echo(staff_text(result))
+    team = loaded.sales_team
+    if max_wait is not None and max_cold is None and team is not None and team.patience:
+        click.echo(
+            "note: with patience a lead stops waiting when it goes cold, so the mean wait "
+            "stays short however many go cold; add --max-cold PCT to limit those",
+            err=True,
+        )
     if out is not None:
         click.echo("\nWrote " + ", ".join(str(p) for p in written))
 

@@ -892,6 +892,8 @@ def _problems_from_pydantic(exc: ValidationError, data: Any) -> list[Problem]:
             )
         elif err["type"] != "unknown_key":
             message = f"{message} (got {_yaml_value(value)})"
+        if len(loc) == 3 and loc[:2] == ["sales_team", "skill"] and isinstance(loc[2], int):
+            message = f"rep {loc[2] + 1}'s skill: {message}"  # the path counts from 0
         problems.append(Problem(path_str(loc) or "(top level)", message))
     return problems
 
@@ -1212,17 +1214,28 @@ def _check_team(s: Scenario, team: SalesTeam) -> Iterable[Problem]:
             )
     if len(set(team.stages)) != len(team.stages):
         yield Problem("sales_team -> stages", "lists a stage twice")
-    previous = s.start
+    previous = None  # the last entry in the horizon: an entry outside is reported alone
     for i, hire in enumerate(team.hiring):
         where = f"sales_team -> hiring -> {i} -> from"
-        if not s.start < hire.from_ < s.end:
+        dates = f"a hiring date after {s.start} and before {s.end}"
+        if hire.from_ == s.start:
             yield Problem(
                 where,
-                f"{hire.from_} is outside the horizon (after {s.start}, before {s.end})",
+                f"{hire.from_} is the start date: the team on the start date is sales_team -> "
+                f"reps ({team.reps}); set reps: {hire.reps} there, or give {dates}",
             )
-        elif hire.from_ <= previous and i > 0:
+        elif hire.from_ < s.start:
+            yield Problem(
+                where,
+                f"{hire.from_} is before the start date (the team on the start date is "
+                f"sales_team -> reps); expected {dates}",
+            )
+        elif hire.from_ >= s.end:
+            yield Problem(where, f"{hire.from_} is outside the horizon; expected {dates}")
+        elif previous is not None and hire.from_ <= previous:
             yield Problem(where, f"{hire.from_} is not after the previous entry ({previous})")
-        previous = hire.from_
+        else:
+            previous = hire.from_
     most = max([team.reps, len(team.skill)] + [h.reps for h in team.hiring])
     skills = list(team.skill) + [1.0] * (most - len(team.skill))
     for name in team.stages:
@@ -1235,9 +1248,9 @@ def _check_team(s: Scenario, team: SalesTeam) -> Iterable[Problem]:
                 if skill * kept > 1.0 + PROBABILITY_TOLERANCE:
                     yield Problem(
                         f"sales_team -> skill -> {rep}",
-                        f"skill {skill:g} × P(not lost) {kept:g} = {skill * kept:.4g} in stage "
-                        f"'{name}' (channel {channel}) would leave lost below 0; expected a "
-                        f"skill of at most {1 / kept:.4g} there",
+                        f"rep {rep + 1}'s skill {skill:g} × P(not lost) {kept:g} = "
+                        f"{skill * kept:.4g} in stage '{name}' (channel {channel}) would leave "
+                        f"lost below 0; expected a skill of at most {1 / kept:.4g} there",
                     )
                     break
             else:
@@ -1251,6 +1264,23 @@ def _check_team(s: Scenario, team: SalesTeam) -> Iterable[Problem]:
                 "has no duration for 'lost', which a rep with skill below 1 makes possible in "
                 "this rep-worked stage; add one",
             )
+
+
+def scenario_warnings(s: Scenario) -> list[Problem]:
+    """What is valid but probably not meant, each with its field path (nothing raised)."""
+    warnings = []
+    team = s.sales_team
+    if team is not None and team.reps == 0 and all(h.reps == 0 for h in team.hiring):
+        fate = "waits for a rep to the end" if team.patience is None else "goes cold waiting"
+        warnings.append(
+            Problem(
+                "sales_team -> reps",
+                f"0 reps{' and no hiring' if not team.hiring else ', and hiring adds none'}: "
+                f"no rep ever works {', '.join(team.stages)}, so every lead that reaches "
+                f"{'it' if len(team.stages) == 1 else 'them'} {fate}",
+            )
+        )
+    return warnings
 
 
 def total_metrics(s: Scenario) -> list[str]:

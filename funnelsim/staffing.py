@@ -25,6 +25,7 @@ class StaffRow:
     revenue: dict[str, float | None]
     won: dict[str, float | None]
     went_cold: dict[str, float | None]
+    went_cold_share: dict[str, float | None]  # of the leads that reached the team
     wait_days: dict[str, float | None]  # mean wait for a slot, over the rep-worked stages
     rep_utilization: dict[str, float | None]
     rep_cost: float | None  # currency, over the horizon
@@ -60,6 +61,7 @@ def staff(
     sizes: Sequence[int],
     *,
     max_wait: float | None = None,
+    max_cold: float | None = None,
     replications: int | None = None,
     seed: int | None = None,
     workers: int | None = None,
@@ -68,8 +70,12 @@ def staff(
     """Run the scenario with a constant team of each size (hiring plans are left out).
 
     Returns the rows per size, the size with the most revenue minus rep cost (when
-    ``costs.rep_per_month`` is set) and the smallest size whose mean wait for a slot stays
-    under ``max_wait`` days (when given).
+    ``costs.rep_per_month`` is set), the smallest size whose mean wait for a slot stays
+    under ``max_wait`` days (when given), and the smallest size that meets every limit
+    given: ``max_wait`` and ``max_cold``, the most leads gone cold as a share (0-1) of the
+    leads that reached the team (new leads on reaching their first rep-worked stage, and
+    open leads in a rep-worked stage). With patience a lead's wait stops when it goes
+    cold, so the mean wait alone can look short while many leads go cold.
     """
     team = scenario.sales_team
     if team is None:
@@ -83,6 +89,12 @@ def staff(
         sized = scenario_with(scenario, [f"sales_team.reps={reps}", "sales_team.hiring=[]"])
         forecast = run(sized, replications=replications, seed=seed, workers=workers)
         totals = forecast.totals()
+        data = forecast.data
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reached = data["reached"].sum(("period", "stage")).values
+            cold_share = np.where(
+                reached > 0, data["cold"].sum(("period", "stage")).values / reached, np.nan
+            )
         worked = forecast.team_stages
         wait = totals["stage_wait_days"]  # mean per entry, per stage
         entered = totals["stage_entered"].sel(stage=worked).values
@@ -98,6 +110,7 @@ def staff(
                 revenue=revenue,
                 won=stats(totals["won"].values),
                 went_cold=stats(totals["went_cold"].values),
+                went_cold_share=stats(cold_share),
                 wait_days=stats(mean_wait),
                 rep_utilization=stats(totals["rep_utilization"].values),
                 rep_cost=cost,
@@ -109,14 +122,8 @@ def staff(
     best = None
     if rep_per_month is not None:
         best = max(rows, key=lambda r: r.revenue_minus_rep_cost).reps
-    enough = None
-    if max_wait is not None:
-        meeting = [
-            r.reps
-            for r in rows
-            if r.wait_days["mean"] is not None and r.wait_days["mean"] <= max_wait
-        ]
-        enough = min(meeting) if meeting else None
+    limits = [("wait_days", max_wait), ("went_cold_share", max_cold)]
+    given = [(name, limit) for name, limit in limits if limit is not None]
     return {
         "scenario": scenario.title,
         "scenario_sha256": scenario.sha256,
@@ -125,10 +132,27 @@ def staff(
         "seed": scenario.seed if seed is None else seed,
         "rep_per_month": rep_per_month,
         "max_wait_days": max_wait,
+        "max_cold_share": max_cold,
         "best_reps": best,
-        "smallest_reps_within_max_wait": enough,
+        "smallest_reps_within_max_wait": _smallest(rows, limits[:1])
+        if max_wait is not None
+        else None,
+        "smallest_reps_within_limits": _smallest(rows, given) if given else None,
         "rows": [vars(r) for r in rows],
     }
+
+
+def _smallest(rows: list[StaffRow], limits: list[tuple[str, float]]) -> int | None:
+    """The smallest team size whose mean of each named statistic is at most its limit."""
+    meeting = [
+        r.reps
+        for r in rows
+        if all(
+            getattr(r, name)["mean"] is not None and getattr(r, name)["mean"] <= limit
+            for name, limit in limits
+        )
+    ]
+    return min(meeting) if meeting else None
 
 
 def write_staff(result: dict[str, Any], out_dir) -> list:
@@ -141,7 +165,14 @@ def write_staff(result: dict[str, Any], out_dir) -> list:
     rows = []
     for r in result["rows"]:
         flat = {"reps": r["reps"]}
-        for name in ("revenue", "won", "went_cold", "wait_days", "rep_utilization"):
+        for name in (
+            "revenue",
+            "won",
+            "went_cold",
+            "went_cold_share",
+            "wait_days",
+            "rep_utilization",
+        ):
             for stat, value in r[name].items():
                 flat[f"{name}_{stat}"] = value
         flat["rep_cost"] = r["rep_cost"]

@@ -318,22 +318,21 @@ def forecast_text(summary: dict[str, Any]) -> str:
     rows = []
     for p in summary["periods"]:
         r = p["revenue"]
-        rows.append(
-            [
-                p["period"],
-                number(p["leads"]["mean"]),
-                number(p["won"]["mean"]),
-                number(r["mean"]),
-                f"{number(r['p5'])}-{number(r['p95'])}",
-                number(p["open_at_end"]["mean"]),
-            ]
-        )
-    out.append(
-        _table(
-            [summary["period"], "new leads", "won", f"revenue ({cur})", "P5-P95", "open at end"],
-            rows,
-        )
-    )
+        row = [
+            p["period"],
+            number(p["leads"]["mean"]),
+            number(p["won"]["mean"]),
+            number(r["mean"]),
+            f"{number(r['p5'])}-{number(r['p95'])}",
+            number(p["open_at_end"]["mean"]),
+        ]
+        if team:
+            row += [number(p["went_cold"]["mean"]), percent(p["rep_utilization"]["mean"])]
+        rows.append(row)
+    header = [summary["period"], "new leads", "won", f"revenue ({cur})", "P5-P95", "open at end"]
+    if team:
+        header += ["went cold", "rep utilization"]
+    out.append(_table(header, rows))
     if summary.get("targets"):
         out += ["", *target_lines(summary["targets"], cur)]
     return "\n".join(out)
@@ -342,6 +341,13 @@ def forecast_text(summary: dict[str, Any]) -> str:
 def staff_text(result: dict[str, Any]) -> str:
     """The table of ``funnelsim staff``."""
     cur = result["currency"]
+    max_wait, max_cold = result["max_wait_days"], result["max_cold_share"]
+    limits = []
+    if max_wait is not None:
+        limits.append(f"mean wait <= {max_wait:g} days")
+    if max_cold is not None:
+        limits.append(f"at most {100 * max_cold:g}% gone cold")
+    smallest = result["smallest_reps_within_limits"]
     out = [
         f"{result['scenario']}: team sizes on the same leads "
         f"({result['replications']:,} replications, seed {result['seed']}; constant teams, "
@@ -354,8 +360,8 @@ def staff_text(result: dict[str, Any]) -> str:
         if r["reps"] == result["best_reps"]:
             edge = r["reps"] == result["rows"][-1]["reps"] and len(result["rows"]) > 1
             marks.append("most revenue minus rep cost" + (" (largest tried)" if edge else ""))
-        if r["reps"] == result["smallest_reps_within_max_wait"]:
-            marks.append(f"smallest with mean wait <= {result['max_wait_days']:g} days")
+        if limits and r["reps"] == smallest:
+            marks.append("smallest with " + " and ".join(limits))
         rows.append(
             [
                 str(r["reps"]),
@@ -363,6 +369,7 @@ def staff_text(result: dict[str, Any]) -> str:
                 f"{number(r['revenue']['p5'])}-{number(r['revenue']['p95'])}",
                 number(r["won"]["mean"]),
                 number(r["went_cold"]["mean"]),
+                percent(r["went_cold_share"]["mean"]),
                 days(r["wait_days"]["mean"]),
                 percent(r["rep_utilization"]["mean"]),
                 number(r["rep_cost"]),
@@ -376,6 +383,7 @@ def staff_text(result: dict[str, Any]) -> str:
         "P5-P95",
         "won",
         "went cold",
+        "cold share",
         "wait (days)",
         "utilization",
         f"rep cost ({cur})",
@@ -387,10 +395,12 @@ def staff_text(result: dict[str, Any]) -> str:
         out.append("\nThe best size is the largest tried: try larger teams too.")
     if result["rep_per_month"] is None:
         out.append("\nSet costs.rep_per_month to rank team sizes by revenue minus rep cost.")
-    if result["max_wait_days"] is not None and result["smallest_reps_within_max_wait"] is None:
-        out.append(
-            f"\nNo team size tried keeps the mean wait under {result['max_wait_days']:g} days."
-        )
+    if limits and smallest is None:
+        out.append("\nNo team size tried has " + " and ".join(limits) + ".")
+    out.append(
+        "\ncold share: leads gone cold ÷ leads that reached the team (needed a rep for the "
+        "first time)."
+    )
     return "\n".join(out)
 
 

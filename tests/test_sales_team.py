@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import BASE, build, within
+from conftest import BASE, ROOT, build, within
 
 from funnelsim import analytic
 from funnelsim.montecarlo import EngineError, run
@@ -280,10 +280,30 @@ def test_staff_cli_writes_files_and_marks_sizes(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "most revenue minus rep cost" in result.output
+    assert "cold share" in result.output.splitlines()[2]
+    # patience and --max-wait alone: a note says the waits are cut short
+    assert "add --max-cold PCT" in result.output
     saved = json.loads((out / "staff.json").read_text())
     assert [r["reps"] for r in saved["rows"]] == [2, 4, 6]
     header = (out / "staff.csv").read_text().splitlines()[0].split(",")
     assert header[:2] == ["reps", "revenue_mean"] and "rep_cost" in header
+    assert "went_cold_share_mean" in header
+    both = CliRunner().invoke(
+        main,
+        ["staff", str(path), "--reps", "2..6..2", "--max-wait", "3", "--max-cold", "40"]
+        + ["-n", "10", "--workers", "1"],
+    )
+    assert both.exit_code == 0, both.output
+    assert "add --max-cold" not in both.output
+    marked = [line for line in both.output.splitlines() if "smallest with" in line]
+    assert len(marked) == 1 and "mean wait <= 3 days and at most 40% gone cold" in marked[0]
+    no_patience = tmp_path / "waits.yaml"
+    team = {k: v for k, v in STAFFED["sales_team"].items() if k != "patience"}
+    no_patience.write_text(yaml.safe_dump({**data, "sales_team": team}))
+    waits = CliRunner().invoke(
+        main, ["staff", str(no_patience), "--reps", "6", "--max-wait", "3", "-n", "2"]
+    )
+    assert waits.exit_code == 0 and "add --max-cold" not in waits.output
     bad = CliRunner().invoke(main, ["staff", str(path), "--reps", "6..2"])
     assert bad.exit_code == 2 and "expected sizes like 2..12" in bad.output
     plain = tmp_path / "plain.yaml"
@@ -299,6 +319,7 @@ def test_run_reports_the_team(tmp_path):
     from click.testing import CliRunner
 
     from funnelsim.cli import main
+    from funnelsim.text import number, percent
 
     path = tmp_path / "team.yaml"
     path.write_text(yaml.safe_dump({**BASE, **STAFFED}))
@@ -316,5 +337,322 @@ def test_run_reports_the_team(tmp_path):
     assert {"went_cold", "rep_utilization"} <= set(summary["periods"][0])
     utilization = summary["totals"]["rep_utilization"]
     assert 0 <= utilization["p5"] <= utilization["p95"] <= 1
+    # the table by period has the team's columns, with the summary's numbers
+    lines = result.output.split("By quarter")[1].splitlines()
+    assert lines[1].split()[-4:] == ["went", "cold", "rep", "utilization"]
+    for line, period in zip(lines[2:6], summary["periods"], strict=True):
+        cells = line.split()
+        assert cells[0] == period["period"]
+        assert cells[-2] == number(period["went_cold"]["mean"])
+        assert cells[-1] == percent(period["rep_utilization"]["mean"])
     refused = CliRunner().invoke(main, ["run", str(path), "-n", "2", "--engine", "vectorized"])
     assert refused.exit_code == 2 and "cannot model a sales team" in refused.output
+
+
+# ------------------------------------------------------------------ the rules, traced
+# One replication traced (funnelsim.engine.des.trace): every slot a lead took, with its rep,
+# when it started waiting, got the slot and let it go, and the stay's outcome.
+
+
+def traced(scenario, key=7, *, pipeline=False):
+    from funnelsim.engine.des import trace
+    from funnelsim.funnel import compile_funnel
+
+    funnel = compile_funnel(scenario)
+    return funnel, trace(funnel, key, pipeline=pipeline)
+
+
+def free_before(slots, j, per_rep, reps):
+    """Free slots of each rep just before slot j was taken: per_rep minus the stays taken
+    earlier and not yet over (a stay ending at that very moment has let its slot go)."""
+    held = (np.arange(slots.lead.size) < j) & (slots.end > slots.start[j])
+    return per_rep - np.bincount(slots.rep[held], minlength=reps)
+
+
+def test_a_lead_gets_the_rep_with_most_free_slots_and_keeps_it():
+    team = {"reps": 3, "leads_per_rep": 20, "stages": ["qualified", "proposal"]}
+    scenario = build(months=6, channels={"web": {"leads_per_month": 300}}, sales_team=team)
+    _, t = traced(scenario)
+    slots = t.slots
+    first: dict[int, int] = {}
+    checked = ties = not_lowest = moved = kept = 0
+    for j, (lead, rep) in enumerate(zip(slots.lead.tolist(), slots.rep.tolist(), strict=True)):
+        free = free_before(slots, j, 20, 3)
+        if lead not in first:
+            first[lead] = rep
+            if slots.since[j] == slots.start[j]:  # got a slot at once: the most free rep
+                assert rep == int(np.argmax(free)), (j, free.tolist(), rep)
+                checked += 1
+                ties += int((free == free.max()).sum() > 1)
+                not_lowest += int(np.argmax(free) != np.flatnonzero(free > 0)[0])
+        else:
+            assert rep == first[lead], f"lead {lead} changed rep"
+            kept += 1
+            moved += int(rep != int(np.argmax(free)))
+    # the rule was exercised where it matters: ties (lowest index wins), a rep with free
+    # slots passed over for one with more, leads kept by a rep that was not the most free
+    assert checked > 300 and ties > 20 and not_lowest > 20
+    assert kept > 100 and moved > 20
+
+
+def test_hiring_ramps_skill_from_half_to_full():
+    """No reps in January; from February one rep with skill 1 ramping over 2 months: the
+    stays it takes in February win with 0.8 × 0.5, in March 0.8 × 0.75, from April 0.8.
+    Tolerance: 4 binomial standard errors of each month's share (one replication)."""
+    scenario = build(
+        months=5,
+        channels={"web": {"leads_per_month": 900}},
+        stages={
+            "work": {
+                "duration": {"dist": "exponential", "mean": 2},
+                "next": {"won": 0.8, "lost": 0.2},
+            }
+        },
+        sales_team={
+            "reps": 0,
+            "leads_per_rep": 100_000,
+            "stages": ["work"],
+            "hiring": [{"from": "2027-02-01", "reps": 1, "ramp_months": 2}],
+        },
+    )
+    funnel, t = traced(scenario)
+    slots = t.slots
+    won = slots.outcome == funnel.won
+    assert slots.start.min() == 31.0  # the January queue is served from 1 February
+    for low, high, expected in [(31, 59, 0.4), (59, 90, 0.6), (90, np.inf, 0.8)]:
+        month = (slots.start >= low) & (slots.start < high)
+        n = int(month.sum())
+        share, se = won[month].mean(), np.sqrt(expected * (1 - expected) / n)
+        assert n > 500
+        assert abs(share - expected) <= 4 * se, (low, share, expected, se)
+        if expected < 0.8:  # the check tells a ramp from none
+            assert abs(share - 0.8) > 4 * se
+
+
+def test_a_smaller_team_lets_the_leaving_reps_finish_and_gives_them_no_new_leads():
+    team = {
+        "reps": 4,
+        "leads_per_rep": 3,
+        "stages": ["qualified", "proposal"],
+        "hiring": [{"from": "2027-03-01", "reps": 1}],
+    }
+    funnel, t = traced(build(months=6, sales_team=team))
+    slots, cut = t.slots, 59.0
+    leaving = slots.rep > 0
+    assert not (leaving & (slots.start >= cut)).any(), "a leaving rep took a new lead"
+    unfinished = np.flatnonzero(leaving & (slots.start < cut) & (slots.end > cut))
+    assert unfinished.size >= 5
+    for j in unfinished.tolist():
+        lead, end, outcome = slots.lead[j], slots.end[j], slots.outcome[j]
+        # the stay runs its course: the lead moves on (or closes) exactly when it ends
+        after = (t.lead == lead) & (t.t == end)
+        assert (t.stage[after] == outcome).any(), (lead, end, outcome)
+        # and its next rep-worked stay is with the rep who stays
+        later = (slots.lead == lead) & (slots.start >= end)
+        assert (slots.rep[later] == 0).all()
+
+
+def test_the_opening_pipeline_holds_slots_from_the_start_and_queues_beyond():
+    """10 open leads in `qualified`, 2 reps × 3 slots, no new leads."""
+    team = {"reps": 2, "leads_per_rep": 3, "stages": ["qualified", "proposal"]}
+    scenario = build(
+        months=3,
+        channels={"web": {"leads_per_month": 0}},
+        sales_team=team,
+        pipeline={"qualified": {"count": 10, "days_in_stage": 2}},
+    )
+    funnel, t = traced(scenario, pipeline=True)
+    slots = t.slots
+    opening = slots.stage == funnel.stages.index("qualified")
+    assert sorted(slots.lead[opening].tolist()) == list(range(10))
+    at_once = opening & (slots.start == 0)
+    # six hold slots from day 0, assigned to the most free rep (ties: the lowest index)
+    assert slots.rep[at_once].tolist() == [0, 1, 0, 1, 0, 1]
+    queued = np.flatnonzero(opening & (slots.start > 0))
+    assert queued.size == 4
+    for j in queued.tolist():  # each took a slot its rep had just let go
+        mine = (np.arange(slots.lead.size) < j) & (slots.rep == slots.rep[j])
+        assert slots.start[j] in slots.end[mine].tolist()
+        assert free_before(slots, j, 3, 2)[slots.rep[j]] == 1
+
+
+def waiting_order_violations(t, stage):
+    """How often a lead got a slot while a lead of higher value (by_value) or an earlier
+    arrival (fifo) was waiting in ``stage`` (a team without patience: nobody goes cold)."""
+    entries = t.stage == stage
+    entered = dict(zip(t.lead[entries].tolist(), t.t[entries].tolist(), strict=True))
+    value = dict(zip(t.lead.tolist(), t.value.tolist(), strict=True))
+    slots = t.slots
+    pairs = zip(slots.lead.tolist(), slots.start.tolist(), strict=True)
+    start = {lead: (s, j) for j, (lead, s) in enumerate(pairs)}
+    by_value = fifo = served = 0
+    for j, (lead, s) in enumerate(zip(slots.lead.tolist(), slots.start.tolist(), strict=True)):
+        if slots.since[j] == s:
+            continue  # no wait: nobody to overtake
+        served += 1
+        waiting = [
+            other
+            for other, since in entered.items()
+            if since < s and start.get(other, (np.inf, 0)) > (s, j) and other != lead
+        ]
+        by_value += any(value[o] > value[lead] for o in waiting)
+        fifo += any(entered[o] < entered[lead] for o in waiting)
+    return served, by_value, fifo
+
+
+@pytest.mark.parametrize("queue", ["fifo", "highest_value_first"])
+def test_the_queue_serves_the_longest_waiting_or_the_highest_value(queue):
+    team = {"reps": 2, "leads_per_rep": 4, "stages": ["proposal"], "queue": queue}
+    scenario = build(
+        months=4,
+        deal_value={"dist": "lognormal", "median": 10000, "sigma": 1.0},
+        sales_team=team,
+    )
+    funnel, t = traced(scenario)
+    served, by_value, fifo = waiting_order_violations(t, funnel.stages.index("proposal"))
+    assert served > 50
+    if queue == "fifo":
+        assert fifo == 0 and by_value > 10  # the other rule would have chosen differently
+    else:
+        assert by_value == 0 and fifo > 10
+
+
+def test_the_opening_pipeline_wins_with_its_reps_skill():
+    """200 open leads in `proposal` aged 10 days, one rep with skill 1.5, no new leads: a
+    lead wins with P = s·p_won·S_won(10) / (s·p_won·S_won(10) + (1 − s·p_won)·S_lost(10))
+    (issue 2's age conditioning with the skilled probabilities). Tolerance: 4 standard
+    errors of the replications' won shares."""
+    team = {"reps": 1, "leads_per_rep": 1000, "stages": ["proposal"], "skill": [1.5]}
+    scenario = build(
+        channels={"web": {"leads_per_month": 0}},
+        sales_team=team,
+        pipeline={"proposal": {"count": 200, "days_in_stage": 10}},
+    )
+    duration = scenario.stages["proposal"].duration
+    s_won, s_lost = float(duration["won"].sf(10.0)), float(duration["lost"].sf(10.0))
+
+    def p_won(skill):
+        return skill * 0.4 * s_won / (skill * 0.4 * s_won + (1 - skill * 0.4) * s_lost)
+
+    total = run(scenario, replications=30, workers=2).data.sum("period")
+    won, lost = total.won.sum("channel").values, total.lost.sum("channel").values
+    np.testing.assert_array_equal(won + lost, 200)  # every open lead closes in the year
+    ok, message = within(won / 200, p_won(1.5))
+    assert ok, message
+    assert not within(won / 200, p_won(1.0))[0]  # the rep's skill made the difference
+
+
+def test_team_metrics_in_periods_csv_and_forecast_nc(tmp_path):
+    import csv
+
+    import xarray as xr
+
+    from funnelsim.forecast import TEAM_STAGE_METRICS
+
+    # open deals beyond capacity in `proposal`: that stage has waits and cold leads too
+    scenario = build({**STAFFED, "pipeline": {"proposal": {"count": 30, "days_in_stage": 3}}})
+    forecast = run(scenario, replications=6, workers=1)
+    forecast.write(tmp_path)
+    with open(tmp_path / "periods.csv", newline="") as f:
+        table = {
+            (r["period"], r["stage"], r["metric"]): float(r["mean"]) for r in csv.DictReader(f)
+        }
+    months = forecast.data.period.values.tolist()
+    team = ["qualified", "proposal"]
+    for label in ["total", *months]:
+        assert (label, "", "went_cold") in table and (label, "", "rep_utilization") in table
+        for stage in team:
+            for metric in TEAM_STAGE_METRICS:
+                assert (label, stage, metric) in table, (label, stage, metric)
+        assert (label, "new", "wait_days") not in table  # not a rep-worked stage
+    # flows add up to the totals; went_cold is the sum over the stages; stocks are the last
+    # month's
+    cold = table[("total", "", "went_cold")]
+    assert sum(table[(m, "", "went_cold")] for m in months) == pytest.approx(cold)
+    assert sum(table[("total", s, "went_cold")] for s in team) == pytest.approx(cold)
+    for s in team:
+        total = table[("total", s, "went_cold")]
+        assert sum(table[(m, s, "went_cold")] for m in months) == pytest.approx(total)
+        end = table[("total", s, "queue_at_end")]
+        assert end == table[(months[-1], s, "queue_at_end")]
+    assert (
+        table[("total", "proposal", "went_cold")] > 0
+        and table[("total", "qualified", "went_cold")] > 0
+    )
+
+    with xr.open_dataset(tmp_path / "forecast.nc", engine="scipy") as nc:
+        nc = nc.load()
+    np.testing.assert_allclose(
+        nc.went_cold.mean("replication"), [table[(m, "", "went_cold")] for m in months]
+    )
+    np.testing.assert_allclose(
+        nc.rep_utilization.mean("replication"), [table[(m, "", "rep_utilization")] for m in months]
+    )
+    np.testing.assert_array_equal(nc.went_cold, nc.stage_went_cold.sum("stage"))
+    assert (nc.went_cold <= nc.lost).all()  # going cold is a way of being lost
+    assert ((nc.rep_utilization >= 0) & (nc.rep_utilization <= 1)).all()
+    # the horizon's figures are the months' figures combined, per replication
+    totals = forecast.totals()
+    entered = nc.stage_entered.sel(stage=team)
+    waited = (nc.stage_wait_days.sel(stage=team).fillna(0) * entered).sum("period")
+    np.testing.assert_allclose(
+        totals.stage_wait_days.sel(stage=team), waited / entered.sum("period")
+    )
+    assert table[("total", "qualified", "wait_days")] == pytest.approx(
+        float(totals.stage_wait_days.sel(stage="qualified").mean())
+    )
+    low, high = nc.rep_utilization.min("period"), nc.rep_utilization.max("period")
+    assert ((totals.rep_utilization >= low) & (totals.rep_utilization <= high)).all()
+
+
+def test_staff_runs_on_the_shipped_team_scenario(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from funnelsim.cli import main
+
+    path = ROOT / "scenarios" / "saas_sales_team.yaml"
+    out = tmp_path / "staff"
+    args = ["staff", str(path), "-n", "5", "--reps", "4..5", "--workers", "1", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "staff.json").read_text())
+    assert [r["reps"] for r in saved["rows"]] == [4, 5]
+    assert saved["replications"] == 5 and saved["best_reps"] in (4, 5)
+    lines = (out / "staff.csv").read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("reps,")
+    assert [line.split(",")[0] for line in lines[1:]] == ["4", "5"]
+    assert "most revenue minus rep cost" in result.output
+
+
+def test_staff_max_cold_counts_the_leads_that_reached_the_team():
+    """With patience (mean 8 days) a lead's wait ends when it goes cold, so one rep "meets" a
+    mean wait of 7 days while most leads go cold; --max-cold catches that."""
+    from funnelsim.scenario import scenario_with
+    from funnelsim.staffing import staff
+
+    sizes = [1, 4, 8]
+    result = staff(build(STAFFED), sizes, max_wait=7.0, max_cold=0.2, replications=10, workers=2)
+    rows = {r["reps"]: r for r in result["rows"]}
+    # the share's denominator: STAFFED's new leads reach the team on entering `qualified`
+    one = run(
+        scenario_with(build(STAFFED), ["sales_team.reps=1", "sales_team.hiring=[]"]),
+        replications=10,
+        workers=2,
+    ).data.sum("period")
+    entered = one.entered.sel(stage="qualified").values
+    np.testing.assert_array_equal(one.reached.sum("stage").values, entered)
+    share = one.cold.sum("stage").values / entered
+    assert rows[1]["went_cold_share"]["mean"] == pytest.approx(share.mean())
+    assert rows[1]["went_cold_share"]["mean"] > 0.5  # one rep: most leads go cold ...
+    assert result["smallest_reps_within_max_wait"] == 1  # ... yet its mean wait is short
+    meeting = [
+        n
+        for n in sizes
+        if rows[n]["wait_days"]["mean"] <= 7.0 and rows[n]["went_cold_share"]["mean"] <= 0.2
+    ]
+    assert meeting and result["smallest_reps_within_limits"] == min(meeting) > 1
+    alone = staff(build(STAFFED), sizes, max_cold=0.2, replications=10, workers=2)
+    assert alone["smallest_reps_within_limits"] == result["smallest_reps_within_limits"]
+    assert alone["smallest_reps_within_max_wait"] is None

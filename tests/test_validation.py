@@ -623,12 +623,12 @@ CASES: dict[str, Bad] = {
     ),
     "team_skill_not_positive": Bad(
         "sales_team -> skill -> 1",
-        ("0", "greater than 0"),
+        ("0", "greater than 0", "rep 2's skill"),  # the path counts from 0, the words from 1
         put("sales_team", {"reps": 2, "leads_per_rep": 3, "stages": ["demo"], "skill": [1, 0]}),
     ),
     "team_skill_pushes_lost_below_zero": Bad(
         "sales_team -> skill -> 0",
-        ("skill 4", "'demo'", "would leave lost below 0"),
+        ("rep 1's skill 4", "'demo'", "would leave lost below 0"),
         put("sales_team", {"reps": 2, "leads_per_rep": 3, "stages": ["demo"], "skill": [4]}),
     ),
     "team_hiring_outside_horizon": Bad(
@@ -641,6 +641,33 @@ CASES: dict[str, Bad] = {
                 "leads_per_rep": 3,
                 "stages": ["demo"],
                 "hiring": [{"from": "2028-03-01", "reps": 3}],
+            },
+        ),
+    ),
+    "team_hiring_on_the_start_date": Bad(
+        "sales_team -> hiring -> 0 -> from",
+        ("2027-01-01 is the start date", "sales_team -> reps (2)", "set reps: 3 there"),
+        put(
+            "sales_team",
+            {
+                "reps": 2,
+                "leads_per_rep": 3,
+                "stages": ["demo"],
+                "hiring": [{"from": "2027-01-01", "reps": 3}],
+            },
+        ),
+        cli=True,
+    ),
+    "team_hiring_before_the_start": Bad(
+        "sales_team -> hiring -> 0 -> from",
+        ("2026-11-01 is before the start date", "the team on the start date is sales_team"),
+        put(
+            "sales_team",
+            {
+                "reps": 2,
+                "leads_per_rep": 3,
+                "stages": ["demo"],
+                "hiring": [{"from": "2026-11-01", "reps": 3}],
             },
         ),
     ),
@@ -1066,3 +1093,36 @@ def test_dirichlet_mixed_with_probabilities_names_the_stage(tmp_path):
     assert "stages -> demo -> next:" in message
     assert "mixes a dirichlet block with plain probabilities (won)" in message
     assert "[from --set" in message
+
+
+def test_a_hiring_date_outside_the_horizon_is_reported_alone(tmp_path):
+    """No knock-on "not after the previous entry" for the valid entry after a bad one."""
+    hiring = [{"from": "2028-03-01", "reps": 3}, {"from": "2027-04-01", "reps": 4}]
+    team = {"reps": 2, "leads_per_rep": 3, "stages": ["demo"], "hiring": hiring}
+    path = write_case(tmp_path, Bad("", (), put("sales_team", team)))
+    with pytest.raises(InputError) as info:
+        load_scenario(path)
+    assert [p.where for p in info.value.problems] == ["sales_team -> hiring -> 0 -> from"]
+    # an entry in the horizon out of order is still reported
+    hiring = [{"from": "2027-04-01", "reps": 3}, {"from": "2027-03-01", "reps": 4}]
+    path = write_case(tmp_path, Bad("", (), put("sales_team", {**team, "hiring": hiring})))
+    with pytest.raises(InputError, match="not after the previous entry"):
+        load_scenario(path)
+
+
+@pytest.mark.parametrize("patience", [None, {"dist": "exponential", "mean": 5}])
+def test_a_team_without_reps_is_valid_with_a_warning(tmp_path, patience):
+    team = {"reps": 0, "leads_per_rep": 3, "stages": ["demo"]}
+    if patience:
+        team["patience"] = patience
+    path = write_case(tmp_path, Bad("", (), put("sales_team", team)))
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    warning = next(line for line in result.output.splitlines() if line.startswith("warning:"))
+    assert str(path) in warning and "sales_team -> reps: 0 reps and no hiring" in warning
+    assert ("goes cold" in warning) == bool(patience)
+    # reps hired later: no warning
+    later = {**team, "hiring": [{"from": "2027-03-01", "reps": 2}]}
+    path = write_case(tmp_path, Bad("", (), put("sales_team", later)))
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 0 and "warning:" not in result.output

@@ -41,6 +41,9 @@ class Tally:
     wait_days: np.ndarray | None = None  # (R, P, S) days waited for a slot, by entry period
     waited: np.ndarray | None = None  # (R, P, S) entries that had to wait at all
     unserved: np.ndarray | None = None  # (R, P, S) entries never served (cold or still waiting)
+    # leads that needed a rep for the first time (new leads and the opening pipeline in a
+    # rep-worked stage), by the stage and period they reached the team in
+    reached: np.ndarray | None = None  # (R, P, S)
     queue: np.ndarray | None = None  # (R, P, S) leads waiting for a slot at the period's end
     busy_slot_days: np.ndarray | None = None  # (R, P) slot-days in use
     slot_days: np.ndarray | None = None  # (R, P) slot-days available
@@ -93,7 +96,17 @@ class Tally:
 TALLY_DIMS = {
     **dict.fromkeys(("leads", "won", "lost", "revenue", "cycle_days", "cycle_count"), "channel"),
     **dict.fromkeys(
-        ("entered", "stay_days", "open", "cold", "wait_days", "waited", "unserved", "queue"),
+        (
+            "entered",
+            "stay_days",
+            "open",
+            "cold",
+            "wait_days",
+            "waited",
+            "unserved",
+            "reached",
+            "queue",
+        ),
         "stage",
     ),
     **dict.fromkeys(("busy_slot_days", "slot_days"), "funnel"),
@@ -102,7 +115,16 @@ TALLY_DIMS = {
 }
 """What each tally field is broken down by, besides replication and period."""
 
-TEAM_FIELDS = ("cold", "wait_days", "waited", "unserved", "queue", "busy_slot_days", "slot_days")
+TEAM_FIELDS = (
+    "cold",
+    "wait_days",
+    "waited",
+    "unserved",
+    "reached",
+    "queue",
+    "busy_slot_days",
+    "slot_days",
+)
 REPEAT_FIELDS = (
     "first_payment",
     "repeat_revenue",
@@ -460,9 +482,42 @@ class StayDraws:
         A lead aged a days has outcome k with probability ∝ p_k·S_k(a) and then stays the
         residual of outcome k's duration given that it exceeds a.
         """
-        table = self.funnel.tables[stage]
         u = streams.uniform(leads.key, self.salt(streams.OUTCOME, stage, None))
-        weights = self.inputs.probs[stage][leads.rep, leads.channel].copy()
+        probs = self.inputs.probs[stage][leads.rep, leads.channel]
+        weights = probs * self._survival(stage, leads, age)
+        # a lead older than every duration of its replication's draw (possible only with
+        # bounded durations) closes at once, by the unconditioned probabilities
+        outlived = weights.sum(axis=1) <= 0
+        weights[outlived] = probs[outlived]
+        cum = np.cumsum(weights, axis=1)
+        cum /= cum[:, -1:]
+        slot = (u[:, None] > cum[:, :-1]).sum(axis=1)
+        last = weights.shape[1] - 1 - np.argmax(weights[:, ::-1] > 0, axis=1)
+        slot = np.minimum(slot, last)
+        days = self._opening_days(stage, leads, age, slot, outlived)
+        return slot, days
+
+    def opening_by_outcome(self, stage: int, leads: Leads, age: np.ndarray):
+        """The draws of opening stays whose outcome probabilities are not known yet (a
+        rep-worked stage: the rep's skill scales them), from the same random numbers as
+        :meth:`opening`: per lead the outcome uniform u, and per outcome k the survival
+        S_k(a) and the remaining days were k the outcome (NaN where S_k(a) = 0)."""
+        u = streams.uniform(leads.key, self.salt(streams.OUTCOME, stage, None))
+        survival = self._survival(stage, leads, age)
+        ids = self.funnel.tables[stage].dist_of[leads.channel]
+        days = np.full(survival.shape, np.nan)
+        for k in range(survival.shape[1]):
+            index = np.flatnonzero((survival[:, k] > 0) & (ids[:, k] >= 0))
+            none = np.zeros(index.size, dtype=bool)
+            slot = np.full(index.size, k)
+            days[index, k] = self._opening_days(stage, leads.take(index), age[index], slot, none)
+        return u, survival, days
+
+    def _survival(self, stage: int, leads: Leads, age: np.ndarray) -> np.ndarray:
+        """S_k(a) per lead and outcome k: the chance outcome k's duration exceeds the lead's
+        age (1 at age 0)."""
+        table = self.funnel.tables[stage]
+        survival = np.ones((len(leads), table.targets.size))
         aged = age > 0
         ids = table.dist_of[leads.channel]  # (n, K)
         for g in range(len(table.dists)):
@@ -471,16 +526,15 @@ class StayDraws:
                 rows, cols = np.nonzero(m)
                 for rep, mm in _groups(leads.rep[rows], self.inputs.volume.shape[0]):
                     r, k = rows[mm], cols[mm]
-                    weights[r, k] *= self._dist(stage, g, rep).sf(age[r])
-        # a lead older than every duration of its replication's draw (possible only with
-        # bounded durations) closes at once, by the unconditioned probabilities
-        outlived = weights.sum(axis=1) <= 0
-        weights[outlived] = self.inputs.probs[stage][leads.rep[outlived], leads.channel[outlived]]
-        cum = np.cumsum(weights, axis=1)
-        cum /= cum[:, -1:]
-        slot = (u[:, None] > cum[:, :-1]).sum(axis=1)
-        last = weights.shape[1] - 1 - np.argmax(weights[:, ::-1] > 0, axis=1)
-        slot = np.minimum(slot, last)
+                    survival[r, k] = self._dist(stage, g, rep).sf(age[r])
+        return survival
+
+    def _opening_days(self, stage, leads: Leads, age, slot, outlived) -> np.ndarray:
+        """Days left of opening stays with outcome ``slot``: the residual given the age (a
+        fresh draw at age 0; 0 for a lead that ``outlived`` every duration)."""
+        table = self.funnel.tables[stage]
+        aged = age > 0
+        ids = table.dist_of[leads.channel]  # (n, K)
         keys = np.bitwise_xor(leads.key, self.salt(streams.DURATION, stage, None))
         chosen = ids[np.arange(slot.size), slot]
         days = np.empty(slot.size)
@@ -493,7 +547,7 @@ class StayDraws:
                 days[old] = dist.residual(keys[old], age[old])
                 days[new] = dist.draw(keys[new])
         days[outlived] = 0.0
-        return slot, np.maximum(days, 0.0)
+        return np.maximum(days, 0.0)
 
     def deal_value(self, cell: np.ndarray, key: np.ndarray) -> np.ndarray:
         """Value of each won deal (currency); ``cell`` = replication × channels + channel."""

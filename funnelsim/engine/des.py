@@ -74,11 +74,32 @@ def _fewer_collections():
 
 
 @dataclass(frozen=True)
+class Slots:
+    """Every slot taken in a rep-worked stage in one replication, in the order taken.
+
+    A stay took a slot of ``rep`` at ``start`` after waiting since ``since`` (when the lead
+    entered the stage; the opening pipeline's since 0), holds it until ``end`` (days from
+    the start date; may lie beyond the horizon) and then goes to ``outcome`` (a stage index,
+    ``won`` or ``lost``).
+    """
+
+    lead: np.ndarray
+    stage: np.ndarray
+    rep: np.ndarray
+    since: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    outcome: np.ndarray
+
+
+@dataclass(frozen=True)
 class Trace:
-    """Every stage entry and close of one replication's new leads, in time order.
+    """Every stage entry and close of one replication's leads, in time order.
 
     ``stage`` is a stage index, ``won`` or ``lost`` (the funnel's codes); ``value`` is the
-    lead's deal value (currency). Leads are numbered in arrival order.
+    lead's deal value (currency). Leads are numbered in arrival order, after the opening
+    pipeline when it is traced (whose opening stays are not entries). With a sales team
+    ``slots`` records the slots the leads took.
     """
 
     lead: np.ndarray
@@ -86,11 +107,12 @@ class Trace:
     stage: np.ndarray
     t: np.ndarray  # days from the start date
     value: np.ndarray
+    slots: Slots | None = None
 
 
-def trace(funnel: Funnel, rep_key: int) -> Trace:
-    """Simulate one replication (new leads only, no opening pipeline) and record what
-    every lead did: the history a CRM would hold (funnelsim's own engine as its source)."""
+def trace(funnel: Funnel, rep_key: int, *, pipeline: bool = False) -> Trace:
+    """Simulate one replication and record what every lead did: the history a CRM would
+    hold (funnelsim's own engine as its source). New leads only, unless ``pipeline``."""
     keys = np.array([rep_key], dtype=np.uint64)
     inputs = draw_inputs(funnel, keys)
     draws = StayDraws(funnel, inputs)
@@ -105,18 +127,78 @@ def trace(funnel: Funnel, rep_key: int) -> Trace:
     )
     run = _Replication(funnel, draws, tally, 0)
     run.events = []
+    run.served = [] if funnel.team is not None else None
     with _fewer_collections():
+        if pipeline:
+            run.add_opening(*_opening(funnel, draws, keys))
         run.add_arrivals(new.take(order))
         run.run()
     events = sorted(run.events, key=lambda e: (e[2], e[0]))
     lead = np.array([e[0] for e in events], dtype=np.int64)
+    slots = None
+    if run.served is not None:
+        columns = list(zip(*run.served, strict=True)) or [()] * 7
+        slots = Slots(
+            *(np.array(c, dtype=np.int64) for c in columns[:3]),
+            *(np.array(c, dtype=float) for c in columns[3:6]),
+            np.array(columns[6], dtype=np.int64),
+        )
     return Trace(
         lead=lead,
         channel=np.asarray(run.channel, dtype=np.int64)[lead],
         stage=np.array([e[1] for e in events], dtype=np.int64),
         t=np.array([e[2] for e in events]),
         value=np.asarray(run.value)[lead],
+        slots=slots,
     )
+
+
+class _Opening:
+    """The opening pipeline of a batch of replications and the draws of its opening stays.
+
+    In a stage without reps the outcome ``slot`` and the ``days`` left are drawn now. In a
+    rep-worked stage the rep's skill changes the outcome probabilities, so only what does
+    not depend on them is drawn now (see :meth:`StayDraws.opening_by_outcome`): the outcome
+    uniform and, per outcome, the survival at the lead's age and the days left.
+    """
+
+    def __init__(self, funnel: Funnel, draws: StayDraws, rep_keys: np.ndarray):
+        leads, entry = opening_leads(funnel, rep_keys)
+        n, k_max = len(leads), draws.targets.shape[1]
+        self.leads, self.stage = leads, funnel.open_stage[entry]
+        self.value = funnel.open_value[entry]
+        self.slot = np.zeros(n, dtype=np.intp)
+        self.days = np.zeros(n)
+        self.u = np.zeros(n)
+        self.survival = np.zeros((n, k_max))
+        self.by_outcome = np.full((n, k_max), np.nan)
+        worked = funnel.team.worked if funnel.team is not None else np.zeros(len(funnel.stages))
+        for s in np.unique(self.stage).tolist():
+            index = np.flatnonzero(self.stage == s)
+            part, age = leads.take(index), funnel.open_age[entry[index]]
+            if worked[s]:
+                u, survival, days = draws.opening_by_outcome(s, part, age)
+                k = survival.shape[1]
+                self.u[index] = u
+                self.survival[index, :k], self.by_outcome[index, :k] = survival, days
+            else:
+                self.slot[index], self.days[index] = draws.opening(s, part, age)
+
+    def of(self, row: int) -> tuple:
+        """The arguments of :meth:`_Replication.add_opening` for replication ``row``."""
+        o = np.flatnonzero(self.leads.rep == row)
+        return (
+            self.leads.take(o),
+            self.stage[o],
+            self.slot[o],
+            self.days[o],
+            self.value[o],
+            (self.u[o], self.survival[o], self.by_outcome[o]),
+        )
+
+
+def _opening(funnel: Funnel, draws: StayDraws, rep_keys: np.ndarray) -> tuple:
+    return _Opening(funnel, draws, rep_keys).of(0)
 
 
 def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
@@ -127,16 +209,7 @@ def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
     inputs = draw_inputs(funnel, rep_keys)
     draws = StayDraws(funnel, inputs)
     new = arrivals(funnel, rep_keys, inputs.rates)
-    opening, entry = opening_leads(funnel, rep_keys)
-    open_stage = funnel.open_stage[entry]
-    open_slot = np.zeros(len(opening), dtype=np.intp)
-    open_days = np.zeros(len(opening))
-    for s in np.unique(open_stage).tolist():
-        index = np.flatnonzero(open_stage == s)
-        open_slot[index], open_days[index] = draws.opening(
-            s, opening.take(index), funnel.open_age[entry[index]]
-        )
-    open_value = funnel.open_value[entry]
+    opening = _Opening(funnel, draws, rep_keys)
     cohorts: list[Cohort] = []
     existing, models = _word_of_mouth_inputs(funnel, rep_keys)
     existing_active = None
@@ -149,11 +222,8 @@ def _simulate(funnel: Funnel, rep_keys: np.ndarray) -> Tally:
         mine = np.flatnonzero(new.rep == r)
         mine = mine[np.argsort(new.t[mine], kind="stable")]
         run = _Replication(funnel, draws, tally, r)
-        if len(opening):
-            o = np.flatnonzero(opening.rep == r)
-            run.add_opening(
-                opening.take(o), open_stage[o], open_slot[o], open_days[o], open_value[o]
-            )
+        if len(opening.leads):
+            run.add_opening(*opening.of(r))
         run.add_arrivals(new.take(mine))
         if existing_active is not None:
             model = funnel.repeat if models is None else models[r]
@@ -202,8 +272,8 @@ class _Wait:
     __slots__ = ("lead", "stage", "draws", "since", "period", "state", "opening", "order")
 
     def __init__(self, lead, stage, draws, since, period, opening, order):
-        # draws: (outcome uniform, duration per outcome), or for an opening stay its
-        # already drawn (outcome slot, days left)
+        # draws: (outcome uniform, duration per outcome), or for an opening stay (outcome
+        # uniform, survival per outcome, days left per outcome): see _Opening
         self.lead, self.stage, self.draws, self.since = lead, stage, draws, since
         self.period, self.opening, self.order = period, opening, order
         self.state = WAITING
@@ -229,7 +299,7 @@ class _Replication:
         }
         names = ("entered", "stay_days")
         if funnel.team is not None:
-            names += ("cold", "wait_days", "waited", "unserved")
+            names += ("cold", "wait_days", "waited", "unserved", "reached")
         self.by_stage = {name: [[0.0] * stages for _ in range(periods)] for name in names}
         self.periods = periods
         # stays (and waits for a slot) by the period they start and end in; P = after the
@@ -251,6 +321,7 @@ class _Replication:
         self.visits: dict[tuple[int, int], int] = {}
         self.loops = funnel.has_loops
         self.events: list[tuple[int, int, float]] | None = None  # set by trace()
+        self.served: list[tuple] | None = None  # set by trace(): the slots taken
         self.won_leads: list[tuple[int, float]] | None = [] if funnel.repeat is not None else None
         self.team = funnel.team
         if self.team is not None:
@@ -279,15 +350,17 @@ class _Replication:
             self._register_team(leads, cell)
         return start
 
-    def add_opening(self, leads, stage, slot, days, value) -> None:
+    def add_opening(self, leads, stage, slot, days, value, by_outcome) -> None:
+        """The opening pipeline (see :class:`_Opening`)."""
         start = self._register(leads, value)
         self.born.extend([math.nan] * len(leads))
+        u, survival, left = by_outcome
         rows = zip(stage.tolist(), slot.tolist(), days.tolist(), strict=True)
         for j, (s, k, d) in enumerate(rows):
             if self.loops:
                 self.visits[(start + j, s)] = 1  # the opening stay is the lead's first here
             if self.worked[s]:
-                self._need_slot(start + j, s, 0, 0.0, opening=(k, d))
+                self._need_slot(start + j, s, 0, 0.0, opening=(u[j], survival[j], left[j]))
             else:
                 target = self._settle(start + j, s, k, d, 0.0)
                 if target >= 0:
@@ -543,7 +616,11 @@ class _Replication:
         self.order += 1
         wait = _Wait(i, s, drawn, now, period, opening is not None, self.order)
         rep = self.rep_of.get(i, -1)
-        if rep >= 0 and not self.active[rep]:
+        if rep < 0:
+            # the lead reaches the team: once, as a lead that waits for its first rep gets
+            # one, goes cold or is still waiting at the horizon
+            self.by_stage["reached"][period][s] += 1
+        elif not self.active[rep]:
             rep = -1  # its rep has left the team: it is reassigned
         if rep < 0:
             rep = self._most_free()
@@ -586,7 +663,7 @@ class _Replication:
         if not self.active[rep]:
             self.available += 1
         if wait.opening:
-            slot, days = wait.draws
+            slot, days = self._opening_outcome(s, self.channel[i], self.skill[rep], wait.draws)
         else:
             u, by_slot = wait.draws
             cum, last = self._cum(s, self.channel[i], self.skill[rep])
@@ -602,23 +679,47 @@ class _Replication:
         self.ended[p_out][s] += 1
         if p_out < self.periods:
             self._at(days, self._leave, (i, s, slot, rep))
+        if self.served is not None:
+            self.served.append((i, s, rep, wait.since, now, now + days, self.targets[s][slot]))
 
     def _cum(self, s: int, channel: int, skill: float) -> tuple[list[float], int]:
-        """Outcome thresholds of stage ``s`` for a rep with ``skill``: the probabilities of
-        outcomes other than lost scale by the skill, lost takes the remainder."""
+        """Outcome thresholds of stage ``s`` for a rep with ``skill``."""
         key = (s, channel, skill)
         if key not in self._thresholds:
-            p = self.draws.inputs.probs[s][self.row, channel].copy()
-            if skill != 1.0:
-                lost = list(self.targets[s]).index(self.lost_code)
-                p *= skill
-                p[lost] = 0.0
-                p[lost] = max(0.0, 1.0 - p.sum())
-                p /= p.sum()
+            p = self._skilled(s, channel, skill)
             cum = np.cumsum(p)[:-1].tolist()
             last = len(p) - 1 - int(np.argmax(p[::-1] > 0))
             self._thresholds[key] = (cum, last)
         return self._thresholds[key]
+
+    def _skilled(self, s: int, channel: int, skill: float) -> np.ndarray:
+        """Outcome probabilities of stage ``s`` for a rep with ``skill``: the probabilities
+        of outcomes other than lost scale by the skill, lost takes the remainder."""
+        p = self.draws.inputs.probs[s][self.row, channel].copy()
+        if skill != 1.0:
+            lost = list(self.targets[s]).index(self.lost_code)
+            p *= skill
+            p[lost] = 0.0
+            p[lost] = max(0.0, 1.0 - p.sum())
+            p /= p.sum()
+        return p
+
+    def _opening_outcome(self, s: int, channel: int, skill: float, drawn) -> tuple[int, float]:
+        """Outcome and days left of an opening stay in a rep-worked stage, drawn with the
+        rep's skill as :meth:`StayDraws.opening` draws it without: P(k | age a) ∝
+        p_k·S_k(a), p the skilled probabilities; a lead older than every possible duration
+        closes at once."""
+        u, survival, left = drawn
+        p = self._skilled(s, channel, skill)
+        weights = p * survival[: p.size]
+        outlived = weights.sum() <= 0
+        if outlived:
+            weights = p
+        cum = np.cumsum(weights)
+        cum /= cum[-1]
+        slot = int((u > cum[:-1]).sum())
+        slot = min(slot, p.size - 1 - int(np.argmax(weights[::-1] > 0)))
+        return slot, 0.0 if outlived else float(left[slot])
 
     def _release(self, rep: int) -> None:
         self._account(self.env.now)
