@@ -316,10 +316,13 @@ def forecast_text(summary: dict[str, Any]) -> str:
 
     out += ["", f"By {summary['period']} (means; revenue with its 90% interval)"]
     rows = []
+    partial = False
     for p in summary["periods"]:
         r = p["revenue"]
+        cut = _partial(p["period"], summary["start"], summary["end"])
+        partial |= cut
         row = [
-            p["period"],
+            p["period"] + ("*" if cut else ""),
             number(p["leads"]["mean"]),
             number(p["won"]["mean"]),
             number(r["mean"]),
@@ -333,9 +336,29 @@ def forecast_text(summary: dict[str, Any]) -> str:
     if team:
         header += ["went cold", "rep utilization"]
     out.append(_table(header, rows))
+    if partial:
+        out.append(
+            f"  * partly outside the horizon ({summary['start']} to {summary['end']}, end "
+            "exclusive): fewer days than a whole one"
+        )
     if summary.get("targets"):
         out += ["", *target_lines(summary["targets"], cur)]
     return "\n".join(out)
+
+
+def _partial(label: str, start: str, end: str) -> bool:
+    """Does the calendar month, quarter ("2027-Q1") or year of ``label`` reach outside the
+    horizon [start, end) (ISO dates)?"""
+    year, _, part = label.partition("-")
+    if not part:
+        first, after = (int(year), 1), (int(year) + 1, 1)
+    elif part.startswith("Q"):
+        month = 3 * int(part[1:]) - 2
+        first, after = (int(year), month), (int(year) + (month + 3 > 12), (month + 2) % 12 + 1)
+    else:
+        month = int(part)
+        first, after = (int(year), month), (int(year) + (month == 12), month % 12 + 1)
+    return f"{first[0]:04d}-{first[1]:02d}-01" < start or f"{after[0]:04d}-{after[1]:02d}-01" > end
 
 
 def staff_text(result: dict[str, Any]) -> str:

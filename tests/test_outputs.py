@@ -123,3 +123,14 @@ def test_summary_units_name_the_currency_and_only_the_metrics_present(tmp_path):
     assert summary["units"]["revenue"] == currency
     assert summary["units"]["cycle_days"] == "days"
     assert not any("currency" in unit for unit in summary["units"].values())
+
+
+def test_periods_cut_by_the_horizon_are_marked_in_the_table():
+    result = invoke("run", SCENARIO, *FAST, "--set", "start=2027-02-10", "--by", "quarter")
+    assert result.exit_code == 0, result.output
+    table = result.output[result.output.index("By quarter") :]
+    marked = [line.split()[0] for line in table.splitlines() if line.strip()[:4].isdigit()]
+    assert marked == ["2027-Q1*", "2027-Q2", "2027-Q3", "2027-Q4", "2028-Q1*"]
+    assert "partly outside the horizon (2027-02-10 to 2028-02-10" in table
+    whole = invoke("run", SCENARIO, *FAST, "--set", "start=2027-01-01", "--by", "year")
+    assert "*" not in whole.output[whole.output.index("By year") :]
