@@ -294,7 +294,11 @@ def forecast_text(summary: dict[str, Any]) -> str:
         header += ["wait for rep", "went cold", "queue at end"]
     out.append(_table(header, rows))
 
-    out += ["", "By channel (means)"]
+    out += [
+        "",
+        "By channel (means; won and revenue: deals closed in the horizon, opening pipeline "
+        "included)",
+    ]
     rows = []
     costs = any("cac" in s for s in summary["channels"].values())
     for channel, s in summary["channels"].items():
