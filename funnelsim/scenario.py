@@ -631,14 +631,21 @@ def month_label(day: date) -> str:
 
 
 class _SafeLoader(yaml.SafeLoader):
-    """Safe YAML; duplicate keys are refused (a silent overwrite hides typos) and dates are
-    left as text for the schema to parse, so a bad date is reported with its field path."""
+    """Safe YAML; duplicate keys are refused (a silent overwrite hides typos), dates are
+    left as text for the schema to parse, so a bad date is reported with its field path, and
+    floats are read as YAML 1.2 writes them too (``1e4``, ``2.5e6``: YAML 1.1, which PyYAML
+    follows, wants a dot and a signed exponent, ``1.0e+4``, and reads ``1e4`` as text)."""
 
 
 _SafeLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+_SafeLoader.add_implicit_resolver(  # after YAML 1.1's own: it adds only what they miss
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
 
 
 def _mapping_no_duplicates(loader: _SafeLoader, node: yaml.MappingNode, deep: bool = False):

@@ -894,6 +894,30 @@ def test_pipeline_csv_is_read_relative_to_the_scenario(tmp_path):
     ]
 
 
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1e4", 1e4), ("2.5e6", 2.5e6), ("-3E-2", -0.03), (".5e3", 500.0), ("1.0e+4", 1e4)],
+)
+def test_yaml_12_floats_are_numbers(tmp_path, text, value):
+    from funnelsim.scenario import parse_yaml
+
+    assert parse_yaml(f"x: {text}", "test") == {"x": value}
+    assert parse_yaml(f"x: '{text}'", "test") == {"x": text}  # quoted: still text
+
+
+def test_exponent_floats_in_the_file_and_in_set(tmp_path):
+    path = write_case(
+        tmp_path,
+        Bad("", (), text=lambda t: t.replace("median: 9000", "median: 9e3")),
+    )
+    scenario = load_scenario(path, ["channels.web.leads_per_month=4e1", "months=6"])
+    assert scenario.deal_value.median == 9000.0
+    assert scenario.channels["web"].leads_per_month == 40.0
+    scenario = load_scenario(path, ["deal_value=1.2e4", "channels.web.growth_per_month=-3E-2"])
+    assert scenario.deal_value.expected_value() == 12000.0
+    assert scenario.channels["web"].growth_per_month == -0.03
+
+
 # ---------------------------------------------------------------- --set
 
 
