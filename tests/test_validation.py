@@ -172,6 +172,44 @@ CASES: dict[str, Bad] = {
         ("high (2) must be at least low (5)",),
         put("stages.qualify.duration", {"dist": "uniform", "low": 5, "high": 2}),
     ),
+    # extreme parameters: a mean that overflows float64 (was a traceback), or absurd
+    "lognormal_sigma_overflows": Bad(
+        "deal_value -> sigma",
+        ("got 40", "at most 10", "median·exp(sigma²/2)"),
+        put("deal_value", {"dist": "lognormal", "median": 1000, "sigma": 40}),
+        cli=True,
+    ),
+    "weibull_shape_overflows": Bad(
+        "stages -> qualify -> duration -> shape",
+        ("got 0.0001", "at least 0.05", "Γ(1 + 1/shape)"),
+        put("stages.qualify.duration", {"dist": "weibull", "scale": 2, "shape": 0.0001}),
+        cli=True,
+    ),
+    "gamma_shape_degenerate": Bad(
+        "deal_value -> shape",
+        ("got 1e-05", "at least 0.001"),
+        put("deal_value", {"dist": "gamma", "mean": 1000, "shape": 1e-5}),
+    ),
+    "gamma_huge_mean_and_shape": Bad(
+        "deal_value",
+        ("the mean of this gamma is 1e+300", "at most 1e15"),
+        put("deal_value", {"dist": "gamma", "mean": 1e300, "shape": 1e300}),
+    ),
+    "lognormal_huge_median": Bad(
+        "channels -> web -> deal_value",
+        ("the mean of this lognormal is 1.65e+300", "at most 1e15"),
+        put("channels.web.deal_value", {"dist": "lognormal", "median": 1e300, "sigma": 1}),
+    ),
+    "fixed_duration_too_large": Bad(
+        "stages -> qualify -> duration",
+        ("the value is 1e+300", "at most 1e15"),
+        put("stages.qualify.duration", 1e300),
+    ),
+    "empirical_mean_overflows": Bad(
+        "deal_value",
+        ("the mean of this empirical is too large for float64", "at most 1e15"),
+        put("deal_value", {"dist": "empirical", "values": [1.7e308, 1.7e308]}),
+    ),
     "empty_empirical": Bad(
         "stages -> qualify -> duration -> values",
         ("at least 1 item", "[]"),
@@ -892,6 +930,25 @@ def test_pipeline_csv_is_read_relative_to_the_scenario(tmp_path):
         ("A1", "web", "qualify", None),
         ("A2", "referral", "demo", 5000.0),
     ]
+
+
+def test_extreme_but_allowed_parameters_validate_and_have_finite_expectations(tmp_path):
+    import math
+
+    import funnelsim
+
+    change = both(  # each at its bound; the mean at most 1e15
+        put("deal_value", {"dist": "lognormal", "median": 1e-7, "sigma": 10}),
+        put("stages.qualify.duration", {"dist": "weibull", "scale": 1e-4, "shape": 0.05}),
+        put("channels.web.deal_value", {"dist": "gamma", "mean": 1000, "shape": 0.001}),
+        put("channels.referral.deal_value", 1e15),
+    )
+    scenario = load_scenario(write_case(tmp_path, Bad("", (), change)))
+    for channel in funnelsim.expectations(scenario):
+        assert math.isfinite(channel.days_to_close_won)
+        assert math.isfinite(channel.revenue_per_lead)
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / SCENARIO_FILE)])
+    assert result.exit_code == 0, result.output
 
 
 @pytest.mark.parametrize(
