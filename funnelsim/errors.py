@@ -13,6 +13,9 @@ class Problem:
 
     where: str
     message: str
+    about: tuple[str, ...] = ()
+    """Dotted paths of the fields the problem is about, when not (only) ``where``: which
+    ``--set`` made it is told from them."""
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message}" if self.where else self.message

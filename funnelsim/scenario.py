@@ -836,21 +836,25 @@ def scenario_from_dict(
 
 
 def _blame_overrides(problems: list[Problem], overrides: Sequence[str]) -> list[Problem]:
-    """Say which ``--set`` made a problem, when its path is at or under the one set."""
+    """Say which ``--set`` made a problem, when a path it is about (its own, by default) is
+    at, under or above the one set."""
     blamed = []
     for problem in problems:
-        where = problem.where.replace(" -> ", ".")
+        abouts = problem.about or (problem.where.replace(" -> ", "."),)
         culprits = [
             item
             for item in overrides
-            if where == (path := item.split("=", 1)[0].strip())
-            or where.startswith(path + ".")
-            or path.startswith(where + ".")
+            if any(_related(where, item.split("=", 1)[0].strip()) for where in abouts)
         ]
         if culprits:
             problem = Problem(problem.where, f"{problem.message} [from --set {culprits[-1]}]")
         blamed.append(problem)
     return blamed
+
+
+def _related(a: str, b: str) -> bool:
+    """Dotted paths ``a`` and ``b`` are the same, or one is inside the other."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
 
 
 def _fingerprint(scenario: Scenario) -> str:
@@ -958,7 +962,36 @@ def stage_duration(scenario: Scenario, stage: str, channel: str) -> Any:
     return scenario.stages[stage].duration
 
 
+LAST_END = date(9999, 12, 1)
+"""The latest horizon end: the calendar of months then ends on 9999-12-31, the last day a
+date can hold."""
+
+
+def _check_horizon(s: Scenario) -> Iterable[Problem]:
+    """The horizon must end on a date the calendar can hold (at the latest ``LAST_END``)."""
+    months_left = (LAST_END.year * 12 + LAST_END.month) - (s.start.year * 12 + s.start.month)
+    months_left -= s.start.day > LAST_END.day
+    if months_left < 1:
+        yield Problem(
+            "start",
+            f"{s.start} leaves no whole month before {LAST_END}, the latest horizon end "
+            "(dates stop at 9999-12-31); expected an earlier start",
+        )
+    elif s.months > months_left:
+        yield Problem(
+            "months",
+            f"{s.months} months from start {s.start} would end after {LAST_END}, the latest "
+            f"horizon end (dates stop at 9999-12-31); expected at most {months_left} "
+            f"month{'s' if months_left > 1 else ''} from this start, or an earlier start",
+            about=("months", "start"),
+        )
+
+
 def _check(s: Scenario) -> Iterable[Problem]:
+    horizon = list(_check_horizon(s))
+    if horizon:
+        yield from horizon
+        return  # the other checks need the horizon end
     stages, channels = list(s.stages), list(s.channels)
     targets = stages + list(OUTCOME_WORDS)
     for name in stages:

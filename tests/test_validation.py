@@ -434,6 +434,14 @@ CASES: dict[str, Bad] = {
         cli=True,
     ),
     "start_with_slashes": Bad("start", ("'01/02/2027'", "YYYY-MM-DD"), put("start", "01/02/2027")),
+    "horizon_past_year_9999": Bad(
+        "months",
+        ("6 months from start 9999-11-01", "expected at most 1 month from this start"),
+        put("start", "9999-11-01"),
+    ),
+    "start_in_the_last_month": Bad(
+        "start", ("9999-12-15", "expected an earlier start"), put("start", "9999-12-15")
+    ),
     "version_2": Bad("version", ("got 2", "should be 1"), put("version", 2)),
     "version_missing": Bad("version", ("is required",), drop("version")),
     "name_wrong_type": Bad("name", ("got 5", "valid string"), put("name", 5)),
@@ -639,6 +647,12 @@ CASES: dict[str, Bad] = {
         overrides=("channels.web.seasonality.3=-1",),
     ),
     "set_unknown_key": Bad("(top level)", ("did you mean 'months'",), overrides=("monhts=3",)),
+    "set_start_past_year_9999": Bad(
+        "months",
+        ("from start 9999-11-01", "[from --set start=9999-11-01]"),
+        overrides=("start=9999-11-01",),
+        cli=True,
+    ),
     "set_breaks_probability_sum": Bad(
         "stages -> demo -> next", ("sum to 1.2",), overrides=("stages.demo.next.won=0.5",)
     ),
@@ -949,6 +963,17 @@ def test_extreme_but_allowed_parameters_validate_and_have_finite_expectations(tm
         assert math.isfinite(channel.revenue_per_lead)
     result = CliRunner().invoke(main, ["validate", str(tmp_path / SCENARIO_FILE)])
     assert result.exit_code == 0, result.output
+
+
+def test_horizon_may_end_on_the_last_representable_month(tmp_path):
+    from funnelsim.funnel import compile_funnel
+
+    change = both(put("start", "9999-06-30"), put("months", 5))
+    scenario = load_scenario(write_case(tmp_path, Bad("", (), change)))
+    assert scenario.end == date(9999, 11, 30)
+    assert compile_funnel(scenario).calendar.labels[-1] == "9999-11"
+    with pytest.raises(InputError, match="expected at most 5 months from this start"):
+        load_scenario(tmp_path / SCENARIO_FILE, ["months=6"])
 
 
 @pytest.mark.parametrize(
