@@ -376,13 +376,16 @@ class Uniform(_Dist):
     low: _NonNeg
     high: _NonNeg
 
-    @field_validator("high")
-    @classmethod
-    def _ordered(cls, high, info):
-        low = info.data.get("low")
-        if low is not None and high < low:
-            raise ValueError(f"high ({high:g}) must be at least low ({low:g})")
-        return high
+    @model_validator(mode="after")
+    def _ordered(self) -> Uniform:
+        # On the distribution, not on `high`: a --set of either bound is then blamed.
+        if self.high < self.low:
+            raise PydanticCustomError(
+                "uniform",
+                "high ({high}) must be at least low ({low})",
+                {"high": f"{self.high:g}", "low": f"{self.low:g}"},
+            )
+        return self
 
     def expected_value(self) -> float:
         return 0.5 * (self.low + self.high)

@@ -890,6 +890,11 @@ def _problems_from_pydantic(exc: ValidationError, data: Any) -> list[Problem]:
         loc = _real_location(err["loc"], data, missing=err["type"] == "missing")
         value = err.get("input")
         message = err["msg"]
+        about: tuple[str, ...] = ()
+        if err["type"] == "value_error":  # a ValueError raised in a validator: no prefix
+            message = str(err.get("ctx", {}).get("error", message.removeprefix("Value error, ")))
+        if err["type"] == "unknown_key":  # the unknown key is under the path: a --set of it
+            about = (".".join(str(part) for part in [*loc, err["ctx"]["key"]]),)
         if err["type"] == "missing":
             message = "is required"
         elif err["type"] in _SECTION_TYPES:
@@ -903,7 +908,7 @@ def _problems_from_pydantic(exc: ValidationError, data: Any) -> list[Problem]:
             )
         elif err["type"] != "unknown_key":
             message = f"{message} (got {_yaml_value(value)})"
-        problems.append(Problem(path_str(loc) or "(top level)", message))
+        problems.append(Problem(path_str(loc) or "(top level)", message, about))
     return problems
 
 

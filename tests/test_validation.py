@@ -168,7 +168,7 @@ CASES: dict[str, Bad] = {
         put("stages.demo.duration.lost", {"dist": "gamma", "mean": 10}),
     ),
     "uniform_high_below_low": Bad(
-        "stages -> qualify -> duration -> high",
+        "stages -> qualify -> duration",
         ("high (2) must be at least low (5)",),
         put("stages.qualify.duration", {"dist": "uniform", "low": 5, "high": 2}),
     ),
@@ -646,7 +646,31 @@ CASES: dict[str, Bad] = {
         ("-1", "greater than or equal to 0"),
         overrides=("channels.web.seasonality.3=-1",),
     ),
-    "set_unknown_key": Bad("(top level)", ("did you mean 'months'",), overrides=("monhts=3",)),
+    "set_unknown_key": Bad(
+        "(top level)",
+        ("did you mean 'months'", "[from --set monhts=3]"),
+        overrides=("monhts=3",),
+    ),
+    "set_unknown_top_level_section": Bad(
+        "(top level)",
+        (
+            "unknown key 'chanels'",
+            "did you mean 'channels'",
+            "[from --set chanels.web.leads_per_month=5]",
+        ),
+        overrides=("chanels.web.leads_per_month=5",),
+        cli=True,
+    ),
+    "set_uniform_low_above_high": Bad(
+        "channels -> referral -> leads_per_month",
+        (
+            "high (35) must be at least low (40)",
+            "[from --set channels.referral.leads_per_month.low=40]",
+        ),
+        put("channels.referral.leads_per_month", {"dist": "uniform", "low": 30, "high": 35}),
+        overrides=("channels.referral.leads_per_month.low=40",),
+        cli=True,
+    ),
     "set_start_past_year_9999": Bad(
         "months",
         ("from start 9999-11-01", "[from --set start=9999-11-01]"),
@@ -872,6 +896,7 @@ def test_bad_input_is_reported_clearly(tmp_path, case):
         assert fragment in message
     assert "Traceback" not in message
     assert "pydantic" not in message.lower()
+    assert "Value error" not in message
 
 
 CLI_CASES = {name: case for name, case in CASES.items() if case.cli}
@@ -998,6 +1023,25 @@ def test_exponent_floats_in_the_file_and_in_set(tmp_path):
     scenario = load_scenario(path, ["deal_value=1.2e4", "channels.web.growth_per_month=-3E-2"])
     assert scenario.deal_value.expected_value() == 12000.0
     assert scenario.channels["web"].growth_per_month == -0.03
+
+
+def test_a_value_error_in_a_validator_reads_without_pydantics_prefix():
+    from pydantic import BaseModel, ValidationError, field_validator
+
+    from funnelsim.scenario import _problems_from_pydantic
+
+    class Section(BaseModel):
+        x: int
+
+        @field_validator("x")
+        @classmethod
+        def _small(cls, x):
+            raise ValueError(f"x ({x}) must be small")
+
+    with pytest.raises(ValidationError) as info:
+        Section(x=5)
+    (problem,) = _problems_from_pydantic(info.value, {"x": 5})
+    assert str(problem) == "x: x (5) must be small (got 5)"
 
 
 # ---------------------------------------------------------------- --set
