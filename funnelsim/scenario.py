@@ -729,6 +729,13 @@ def apply_overrides(data: Any, overrides: Sequence[str], source: str) -> Any:
                 else:
                     if node.get(key) is None:
                         _refuse_new_name(data, parts, depth, node, path)
+                        if re.fullmatch(r"-?\d+", parts[depth + 1]):
+                            parent = ".".join(parts[:depth]) or "the scenario"
+                            raise InputError(
+                                "--set",
+                                f"{path}: {parent} has no {part} list to index with "
+                                f"{parts[depth + 1]}; give it whole, e.g. {where}=[...]",
+                            )
                         node[key] = {}
                     node = node[key]
             else:

@@ -671,6 +671,13 @@ CASES: dict[str, Bad] = {
         overrides=("channels.referral.leads_per_month.low=40",),
         cli=True,
     ),
+    "set_index_into_a_list_the_file_lacks": Bad(
+        "channels.referral.seasonality.3",
+        ("channels.referral has no seasonality list", "channels.referral.seasonality=[...]"),
+        overrides=("channels.referral.seasonality.3=1.2",),
+        source="--set",
+        cli=True,
+    ),
     "set_start_past_year_9999": Bad(
         "months",
         ("from start 9999-11-01", "[from --set start=9999-11-01]"),
