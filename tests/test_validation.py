@@ -461,6 +461,11 @@ CASES: dict[str, Bad] = {
         ("unknown channel 'wbe'", "did you mean 'web'"),
         put("pipeline", {"demo": {"count": 3, "channel": "wbe"}}),
     ),
+    "pipeline_key_shortened": Bad(
+        "pipeline -> demo",
+        ("unknown key 'days'", "did you mean 'days_in_stage'"),
+        put("pipeline", {"demo": {"count": 3, "days": 4}}),
+    ),
     "pipeline_negative_count": Bad(
         "pipeline -> demo", ("-2", "greater than or equal to 0"), put("pipeline", {"demo": -2})
     ),
@@ -1049,6 +1054,23 @@ def test_a_value_error_in_a_validator_reads_without_pydantics_prefix():
         Section(x=5)
     (problem,) = _problems_from_pydantic(info.value, {"x": 5})
     assert str(problem) == "x: x (5) must be small (got 5)"
+
+
+@pytest.mark.parametrize(
+    ("word", "choices", "hint"),
+    [
+        ("days", ["count", "channel", "days_in_stage"], "days_in_stage"),  # a shortening
+        ("nxt", ["duration", "next", "channels"], "next"),  # a typo
+        ("Days", ["count", "days_in_stage"], "days_in_stage"),
+        ("web2", ["web", "referral"], "web"),  # the word begins with the choice
+        ("day", ["days_in_stage", "days_of_week"], None),  # two begin with it: no guess
+        ("da", ["days_in_stage"], None),  # too short to guess from
+    ],
+)
+def test_did_you_mean(word, choices, hint):
+    from funnelsim.errors import did_you_mean
+
+    assert did_you_mean(word, choices) == (f" (did you mean '{hint}'?)" if hint else "")
 
 
 # ---------------------------------------------------------------- --set
