@@ -1679,17 +1679,43 @@ def read_customers(path: Path) -> CustomerHistory:
 def _csv_with_columns(
     text: str, source: str, required: list[str], *, optional: str
 ) -> tuple[csv.DictReader, list[str]]:
-    """A CSV reader over ``text`` whose header has the ``required`` columns, or an error
-    listing the ones missing and the columns found."""
+    """A CSV reader over ``text`` whose header has the ``required`` columns, perhaps the
+    ``optional`` one, and no other, or an error naming the columns missing or unknown.
+
+    Spaces around column names are ignored (``lead_id, channel`` is ``lead_id,channel``).
+    """
     reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
+    header = [name.strip() for name in reader.fieldnames or []]
+    if reader.fieldnames is not None:
+        reader.fieldnames = header  # the rows' keys are the stripped names
+    expected = f"{','.join(required)}[,{optional}]"
+    found = ", ".join(repr(name) for name in header) or "nothing"
     missing = [c for c in required if c not in header]
     if missing:
         raise InputError(
             source,
-            f"missing column(s) {', '.join(missing)}; expected a header "
-            f"{','.join(required)}[,{optional}] (found: {','.join(header) or 'nothing'})",
+            f"missing column(s) {', '.join(missing)}; expected a header {expected} "
+            f"(found: {found}; spaces around names are ignored)",
         )
+    problems = []
+    known = [*required, optional]
+    for i, name in enumerate(header):
+        if name in header[:i]:
+            problems.append(Problem("header", f"column {name!r} appears twice"))
+        elif not name:
+            problems.append(
+                Problem("header", f"column {i + 1} has no name; expected a header {expected}")
+            )
+        elif name not in known:
+            problems.append(
+                Problem(
+                    "header",
+                    f"unknown column {name!r}{did_you_mean(name, known)}; expected a header "
+                    f"{expected}",
+                )
+            )
+    if problems:
+        raise InputError(source, problems)
     return reader, header
 
 

@@ -496,9 +496,38 @@ CASES: dict[str, Bad] = {
     # ---- the opening pipeline given in a CSV file (messages name the CSV and the row)
     "csv_missing_column": Bad(
         "missing column(s) days_in_stage",
-        ("found: lead_id,channel,stage",),
+        ("found: 'lead_id', 'channel', 'stage'",),
         USE_CSV,
         files={"open.csv": "lead_id,channel,stage\nA1,web,qualify\n"},
+        source="open.csv",
+    ),
+    "csv_missing_column_with_a_stray_character": Bad(
+        "missing column(s) stage",
+        ("found: 'lead_id', 'channel', 'stage\\u200b', 'days_in_stage'",),
+        USE_CSV,
+        files={"open.csv": "lead_id,channel,stage\u200b,days_in_stage\nA1,web,qualify,2\n"},
+        source="open.csv",
+    ),
+    "csv_unknown_column": Bad(
+        "header",
+        ("unknown column 'vaule'", "did you mean 'value'", "lead_id,channel,stage"),
+        USE_CSV,
+        files={"open.csv": CSV_HEADER.strip() + ",vaule\nA1,web,qualify,2,5000\n"},
+        source="open.csv",
+        cli=True,
+    ),
+    "csv_column_twice": Bad(
+        "header",
+        ("column 'value' appears twice",),
+        USE_CSV,
+        files={"open.csv": CSV_HEADER.strip() + ",value,value\nA1,web,qualify,2,5,6\n"},
+        source="open.csv",
+    ),
+    "csv_column_without_name": Bad(
+        "header",
+        ("column 5 has no name",),
+        USE_CSV,
+        files={"open.csv": CSV_HEADER.strip() + ",\nA1,web,qualify,2,\n"},
         source="open.csv",
     ),
     "csv_empty": Bad(
@@ -861,6 +890,22 @@ CASES: dict[str, Bad] = {
         },
         source="customers.csv",
     ),
+    "customers_file_unknown_column": Bad(
+        "header",
+        ("unknown column 'mean_spnd'", "did you mean 'mean_spend'"),
+        both(
+            put(
+                "repeat", {"model": "bg_nbd", "r": 0.2, "alpha": 4, "a": 0.8, "b": 2.4, "spend": 30}
+            ),
+            put("existing_customers", {"file": "customers.csv"}),
+        ),
+        files={
+            "customers.csv": (
+                "customer_id,repeat_purchases,recency_days,age_days,mean_spnd\nc1,1,5,40,20\n"
+            )
+        },
+        source="customers.csv",
+    ),
     "customers_file_missing_column": Bad(
         "",
         ("missing column(s) age_days",),
@@ -981,6 +1026,20 @@ def test_pipeline_csv_is_read_relative_to_the_scenario(tmp_path):
         ("A1", "web", "qualify", None),
         ("A2", "referral", "demo", 5000.0),
     ]
+
+
+def test_pipeline_csv_header_names_may_have_spaces_around_them(tmp_path):
+    header = " lead_id , channel,stage,  days_in_stage ,value\n"
+    case = Bad("", (), USE_CSV, files={"open.csv": header + "A1,web,qualify,2,700\n"})
+    scenario = load_scenario(write_case(tmp_path, case))
+    (lead,) = scenario.open_leads
+    assert (lead.lead_id, lead.channel, lead.stage, lead.days_in_stage, lead.value) == (
+        "A1",
+        "web",
+        "qualify",
+        2.0,
+        700.0,
+    )
 
 
 def test_extreme_but_allowed_parameters_validate_and_have_finite_expectations(tmp_path):
