@@ -167,6 +167,34 @@ def test_validate_valid_scenario_prints_the_funnel(tiny):
     assert "P(won)" in output
 
 
+@pytest.mark.parametrize(
+    ("overrides", "counts"),
+    [
+        (["pipeline.demo.count=1"], ["Opening pipeline: 1 open lead;"]),
+        (["pipeline.demo.count=5"], ["Opening pipeline: 5 open leads;"]),
+        (
+            ["sales_team={reps: 1, leads_per_rep: 1, stages: [demo]}"],
+            ["Sales team: 1 rep × 1 lead at once"],
+        ),
+        (
+            [
+                "sales_team={reps: 2, leads_per_rep: 3, stages: [demo], "
+                "hiring: [{from: 2027-03-01, reps: 1, ramp_months: 1}]}"
+            ],
+            ["Sales team: 2 reps × 3 leads at once", "from 2027-03-01: 1 rep (ramp 1 month)"],
+        ),
+    ],
+    ids=["one_lead", "five_leads", "one_rep", "hiring"],
+)
+def test_validate_counts_agree_with_their_nouns(tiny, overrides, counts):
+    args = ["validate", tiny]
+    for item in overrides:
+        args += ["--set", item]
+    output = ok(invoke(*args))
+    for text in counts:
+        assert text in output
+
+
 def test_bad_input_message_has_one_error_prefix(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(TINY.replace("months: 6", "months: 0"))
