@@ -390,7 +390,7 @@ IMPORT_PROBE = textwrap.dedent(
     """
     import importlib.abc, json, sys
 
-    HEAVY = ("pymc", "arviz")
+    HEAVY = ("pymc", "arviz", "pytensor")
     attempted = []
 
     class Spy(importlib.abc.MetaPathFinder):
@@ -409,6 +409,9 @@ IMPORT_PROBE = textwrap.dedent(
     for args in (
         ["--help"],
         ["run", "--help"],
+        ["validate", tiny],
+        ["validate", tiny, "--set", "months=3"],
+        ["schema"],
         ["run", tiny, *fast],
         *([name, "--help"] for name in ("compare", "levers", "goal", "report")),
         ["compare", tiny, "--variant", "v:channels.web.leads_per_month=40", *fast],
@@ -424,7 +427,8 @@ IMPORT_PROBE = textwrap.dedent(
 )
 
 
-def test_run_experiments_report_and_help_do_not_import_pymc_or_arviz(tiny):
+def test_validate_schema_run_experiments_report_and_help_do_not_import_pymc(tiny):
+    """Nor ArviZ or PyTensor: they come with the fitting commands only (and take seconds)."""
     result = subprocess.run(
         [sys.executable, "-c", IMPORT_PROBE, str(tiny)],
         capture_output=True,
