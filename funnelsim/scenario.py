@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -1072,6 +1073,7 @@ def _check(s: Scenario) -> Iterable[Problem]:
     if s.sales_team is not None:
         yield from _check_team(s, s.sales_team)
     yield from _check_money(s)
+    yield from _check_volumes(s)
     yield from _check_targets(s)
     yield from _check_levers(s)
     if isinstance(s.pipeline, dict):
@@ -1235,6 +1237,56 @@ def _check_money(s: Scenario) -> Iterable[Problem]:
             "a customers file (purchase histories) works with repeat model bg_nbd; with "
             f"{getattr(s.repeat, 'model', 'this model')} give existing_customers: {{count: N}}",
         )
+
+
+MAX_LEADS = 1e8
+"""The most new leads one replication may expect: every lead is simulated, and 1e7 already
+take seconds and more than a gigabyte per replication (1e12 would ask for terabytes)."""
+
+
+def _leads_bound(s: Scenario, name: str) -> float:
+    """An upper bound of channel ``name``'s expected new leads over the horizon in one
+    replication: its volume (a plan's total; a budget ÷ cost per lead) × the highest
+    seasonality × the growth of the last month, every month (word of mouth: 0)."""
+    channel = s.channels[name]
+    volume = channel.leads_per_month
+    cost = s.costs.channels.get(name) if s.costs else None
+    if volume is None and cost is not None and cost.budget_per_month and cost.cost_per_lead:
+        volume = cost.budget_per_month / cost.cost_per_lead
+    if volume is None:
+        return 0.0
+    if isinstance(volume, dict):
+        return float(sum(volume.values()))
+    mean = volume.expected_value() if isinstance(volume, _Dist) else float(volume)
+    season = max(channel.seasonality or [1.0])
+    if mean <= 0 or season <= 0:
+        return 0.0
+    growth = max(channel.growth_per_month, 0.0)
+    log_bound = math.log(mean * season * (s.months + 1)) + s.months * math.log1p(growth)
+    return math.exp(min(log_bound, 700.0))
+
+
+def _e(x: float) -> str:
+    """A large number as ``8.4e12``."""
+    return re.sub(r"e\+?0*(\d)", r"e\1", f"{x:.2g}")
+
+
+def _check_volumes(s: Scenario) -> Iterable[Problem]:
+    bounds = {name: _leads_bound(s, name) for name in s.channels}
+    total = sum(bounds.values())
+    if total <= MAX_LEADS:
+        return
+    name = max(bounds, key=bounds.__getitem__)
+    where = f"channels.{name}"
+    yield Problem(
+        f"channels -> {name} -> leads_per_month",
+        f"makes up to {_e(total)} new leads over the horizon in one replication (this "
+        f"channel {_e(bounds[name])}, from its leads_per_month or budget ÷ cost per lead, "
+        f"seasonality and growth over {s.months} months); expected at most "
+        f"{_e(MAX_LEADS)}: every lead is simulated, and 1e7 already take seconds and more "
+        "than a gigabyte per replication",
+        about=(where, "months", f"costs.channels.{name}"),
+    )
 
 
 def _check_word_of_mouth(s: Scenario, name: str, channel: Channel) -> Iterable[Problem]:

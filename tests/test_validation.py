@@ -395,6 +395,28 @@ CASES: dict[str, Bad] = {
         ("got true", "expected a number of leads per month"),
         put("channels.web.leads_per_month", True),
     ),
+    "leads_per_month_beyond_simulation": Bad(
+        "channels -> web -> leads_per_month",
+        ("up to 8.4e12 new leads", "expected at most 1e8"),
+        put("channels.web.leads_per_month", 1e12),
+        cli=True,
+    ),
+    "growth_beyond_simulation": Bad(
+        "channels -> web -> leads_per_month",
+        ("up to 3.6e14 new leads", "growth over 6 months", "expected at most 1e8"),
+        put("channels.web.growth_per_month", 100),
+    ),
+    "budget_buys_leads_beyond_simulation": Bad(
+        "channels -> referral -> leads_per_month",
+        ("up to 7e12 new leads", "budget ÷ cost per lead"),
+        both(
+            drop("channels.referral.leads_per_month"),
+            put(
+                "costs",
+                {"channels": {"referral": {"budget_per_month": 1e6, "cost_per_lead": 1e-6}}},
+            ),
+        ),
+    ),
     "plan_month_malformed": Bad(
         "channels -> referral -> leads_per_month",
         ("'2027-13'", "YYYY-MM"),
@@ -1052,6 +1074,7 @@ def test_extreme_but_allowed_parameters_validate_and_have_finite_expectations(tm
         put("stages.qualify.duration", {"dist": "weibull", "scale": 1e-4, "shape": 0.05}),
         put("channels.web.deal_value", {"dist": "gamma", "mean": 1000, "shape": 0.001}),
         put("channels.referral.deal_value", 1e15),
+        put("channels.web.leads_per_month", 1e6),  # up to 1.2e6 × 7 months: under 1e8
     )
     scenario = load_scenario(write_case(tmp_path, Bad("", (), change)))
     for channel in funnelsim.expectations(scenario):
