@@ -24,19 +24,52 @@ __all__ = [
     "scenario_from_dict",
 ]
 
+from collections.abc import Callable  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
 from funnelsim.errors import InputError  # noqa: E402
 from funnelsim.scenario import Scenario, load_scenario, scenario_from_dict  # noqa: E402
 
-
-def run(scenario, **options):
-    """Simulate a scenario; see :func:`funnelsim.montecarlo.run` for the options."""
-    from funnelsim.montecarlo import run as _run
-
-    return _run(scenario, **options)
+if TYPE_CHECKING:
+    from funnelsim.analytic import ChainExpectations
+    from funnelsim.forecast import Forecast
 
 
-def expectations(scenario):
-    """Eventual per-channel expectations of the funnel as an absorbing Markov chain."""
+def run(
+    scenario: Scenario,
+    *,
+    replications: int | None = None,
+    seed: int | None = None,
+    workers: int | None = None,
+    engine: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> Forecast:
+    """Simulate ``scenario`` (Monte Carlo) and return its :class:`~funnelsim.forecast.Forecast`.
+
+    ``replications`` and ``seed`` default to the scenario's; ``workers`` (processes) to the
+    number of CPUs, and the numbers do not depend on it. ``engine`` is ``"auto"`` (the
+    vectorized engine unless the scenario has a sales team), ``"vectorized"`` or ``"des"``.
+    ``progress(done, total)`` is called as replications finish. An engine that cannot run
+    the scenario, or options below their minimum (1 replication, seed 0, 1 worker), raise
+    ``ValueError``.
+    """
+    from funnelsim.montecarlo import run as _run  # numpy-heavy: loaded on first use
+
+    return _run(
+        scenario,
+        replications=replications,
+        seed=seed,
+        workers=workers,
+        engine=engine,
+        progress=progress,
+    )
+
+
+def expectations(scenario: Scenario) -> list[ChainExpectations]:
+    """Eventual per-channel expectations of the funnel as an absorbing Markov chain: one
+    :class:`~funnelsim.analytic.ChainExpectations` per channel (in the scenario's order),
+    with ``p_won``, ``visits`` per stage, ``days_to_close_won`` (days), ``deal_value`` and
+    ``revenue_per_lead`` (currency). No simulation, no horizon."""
     from funnelsim.analytic import channel_expectations
     from funnelsim.funnel import compile_funnel
 

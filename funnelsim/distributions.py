@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from funnelsim import streams
 from funnelsim.strict import Strict
@@ -118,7 +119,38 @@ def poisson_from_uniform(u: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return k.astype(np.int64)
 
 
+MAX_MEAN = 1e15
+"""The largest mean a distribution may have: beyond any deal value, duration (2.7 trillion
+years) or lead volume a forecast can mean, and far enough below float64's 1.8e308 that
+totals of many draws stay finite."""
+
+MAX_LOGNORMAL_SIGMA = 10.0
+"""Lognormal sigma at most 10: the mean, median·exp(sigma²/2), is then already 5e21 times
+the median (and overflows float64 near sigma 38)."""
+
+MIN_WEIBULL_SHAPE = 0.05
+"""Weibull shape at least 0.05: the mean, scale·Γ(1 + 1/shape), is then already 2.4e18
+times the scale (and overflows float64 below shape ≈ 0.0058)."""
+
+MIN_GAMMA_SHAPE = 0.001
+"""Gamma shape at least 0.001: below it nearly every draw is below 1e-300 (0 in float64)
+and the mean rests on draws too rare to simulate (sd = mean / √shape)."""
+
+
 class _Dist(Strict):
+    @model_validator(mode="after")
+    def _finite_mean(self) -> _Dist:
+        mean = self.expected_value()
+        if not mean <= MAX_MEAN:  # also NaN
+            what = "the value" if isinstance(self, Fixed) else f"the mean of this {self.dist}"  # type: ignore[attr-defined]
+            raise PydanticCustomError(
+                "mean_too_large",
+                "{what} is {mean}; expected at most 1e15 (larger values mean nothing as a "
+                "duration, deal value or volume, and totals of many draws would overflow)",
+                {"what": what, "mean": _big(mean)},
+            )
+        return self
+
     def expected_value(self) -> float:
         """The mean of the distribution (days or currency, like its parameters)."""
         raise NotImplementedError
@@ -146,6 +178,11 @@ class _Dist(Strict):
         """A short human-readable form, e.g. ``lognormal(median 9000, sigma 0.6)``."""
         fields = ", ".join(f"{k} {_num(v)}" for k, v in self.model_dump().items() if k != "dist")
         return f"{self.dist}({fields})"  # type: ignore[attr-defined]
+
+
+def _big(x: float) -> str:
+    """A mean as text: ``3.2e+21``, or ``too large for float64``."""
+    return f"{x:.3g}" if math.isfinite(x) else "too large for float64 (it overflows)"
 
 
 def _num(v: Any) -> str:
@@ -209,7 +246,19 @@ class Gamma(_Dist):
 
     dist: Literal["gamma"]
     mean: _Pos
-    shape: _Pos
+    shape: Annotated[_Pos, Field(json_schema_extra={"minimum": MIN_GAMMA_SHAPE})]
+
+    @field_validator("shape")
+    @classmethod
+    def _not_degenerate(cls, shape: float) -> float:
+        if shape < MIN_GAMMA_SHAPE:
+            raise PydanticCustomError(
+                "shape",
+                "expected a shape of at least {limit}: below it nearly every draw is 0 in "
+                "float64 and the mean rests on draws too rare to simulate (sd = mean/√shape)",
+                {"limit": f"{MIN_GAMMA_SHAPE:g}"},
+            )
+        return shape
 
     def expected_value(self) -> float:
         return self.mean
@@ -236,10 +285,26 @@ class Lognormal(_Dist):
 
     dist: Literal["lognormal"]
     median: _Pos
-    sigma: _NonNeg
+    sigma: Annotated[_NonNeg, Field(json_schema_extra={"maximum": MAX_LOGNORMAL_SIGMA})]
+
+    @field_validator("sigma")
+    @classmethod
+    def _not_too_wide(cls, sigma: float) -> float:
+        if sigma > MAX_LOGNORMAL_SIGMA:
+            raise PydanticCustomError(
+                "sigma",
+                "expected a sigma (the sd of the log) of at most {limit}: the mean, "
+                "median·exp(sigma²/2), is already 5e21 times the median at {limit} and too "
+                "large for float64 from sigma 37",
+                {"limit": f"{MAX_LOGNORMAL_SIGMA:g}"},
+            )
+        return sigma
 
     def expected_value(self) -> float:
-        return self.median * math.exp(0.5 * self.sigma**2)
+        try:
+            return self.median * math.exp(0.5 * self.sigma**2)
+        except OverflowError:
+            return math.inf
 
     def draw(self, keys):
         return self.median * np.exp(self.sigma * _normal(keys))
@@ -269,17 +334,34 @@ class Weibull(_Dist):
 
     dist: Literal["weibull"]
     scale: _Pos
-    shape: _Pos
+    shape: Annotated[_Pos, Field(json_schema_extra={"minimum": MIN_WEIBULL_SHAPE})]
+
+    @field_validator("shape")
+    @classmethod
+    def _not_too_heavy(cls, shape: float) -> float:
+        if shape < MIN_WEIBULL_SHAPE:
+            raise PydanticCustomError(
+                "shape",
+                "expected a shape of at least {limit}: the mean, scale·Γ(1 + 1/shape), is "
+                "already 2.4e18 times the scale at {limit} and too large for float64 below "
+                "shape 0.0058",
+                {"limit": f"{MIN_WEIBULL_SHAPE:g}"},
+            )
+        return shape
 
     def expected_value(self) -> float:
-        return self.scale * math.gamma(1.0 + 1.0 / self.shape)
+        try:
+            return self.scale * math.gamma(1.0 + 1.0 / self.shape)
+        except OverflowError:
+            return math.inf
 
     def draw(self, keys):
         return self.scale * (-np.log(_u(keys, 0))) ** (1.0 / self.shape)
 
     def sf(self, x):
         x = np.maximum(np.asarray(x, dtype=float), 0.0)
-        return np.exp(-((x / self.scale) ** self.shape))
+        with np.errstate(over="ignore"):  # a large shape: (x/scale)^shape → inf, sf → 0
+            return np.exp(-((x / self.scale) ** self.shape))
 
     def residual(self, keys, age):
         age = np.asarray(age, dtype=float)
@@ -294,13 +376,16 @@ class Uniform(_Dist):
     low: _NonNeg
     high: _NonNeg
 
-    @field_validator("high")
-    @classmethod
-    def _ordered(cls, high, info):
-        low = info.data.get("low")
-        if low is not None and high < low:
-            raise ValueError(f"high ({high:g}) must be at least low ({low:g})")
-        return high
+    @model_validator(mode="after")
+    def _ordered(self) -> Uniform:
+        # On the distribution, not on `high`: a --set of either bound is then blamed.
+        if self.high < self.low:
+            raise PydanticCustomError(
+                "uniform",
+                "high ({high}) must be at least low ({low})",
+                {"high": f"{self.high:g}", "low": f"{self.low:g}"},
+            )
+        return self
 
     def expected_value(self) -> float:
         return 0.5 * (self.low + self.high)
@@ -332,7 +417,8 @@ class Empirical(_Dist):
         return sorted(values)  # the order carries no meaning; sorted values make sf a search
 
     def expected_value(self) -> float:
-        return float(np.mean(self.values))
+        with np.errstate(over="ignore"):  # inf: refused as too large
+            return float(np.mean(self.values))
 
     @property
     def _sorted(self) -> np.ndarray:

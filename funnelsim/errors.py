@@ -13,6 +13,9 @@ class Problem:
 
     where: str
     message: str
+    about: tuple[str, ...] = ()
+    """Dotted paths of the fields the problem is about, when not (only) ``where``: which
+    ``--set`` made it is told from them."""
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message}" if self.where else self.message
@@ -44,8 +47,18 @@ class InputError(Exception):
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` when a close match exists, else the empty string."""
-    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    """`` (did you mean 'x'?)`` when a close match exists, else the empty string.
+
+    Close means similar as difflib sees it (a typo: ``nxt`` for ``next``) or, failing that,
+    the one choice that begins with the word or that the word begins with, ignoring case
+    (a shortening: ``days`` for ``days_in_stage``; at least 3 letters).
+    """
+    word, choices = str(word), [str(c) for c in choices]
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not match and len(word) >= 3:
+        low = word.lower()
+        match = [c for c in choices if c.lower().startswith(low) or low.startswith(c.lower())]
+        match = match if len(match) == 1 and len(match[0]) >= 3 else []
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 

@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -631,14 +632,21 @@ def month_label(day: date) -> str:
 
 
 class _SafeLoader(yaml.SafeLoader):
-    """Safe YAML; duplicate keys are refused (a silent overwrite hides typos) and dates are
-    left as text for the schema to parse, so a bad date is reported with its field path."""
+    """Safe YAML; duplicate keys are refused (a silent overwrite hides typos), dates are
+    left as text for the schema to parse, so a bad date is reported with its field path, and
+    floats are read as YAML 1.2 writes them too (``1e4``, ``2.5e6``: YAML 1.1, which PyYAML
+    follows, wants a dot and a signed exponent, ``1.0e+4``, and reads ``1e4`` as text)."""
 
 
 _SafeLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+_SafeLoader.add_implicit_resolver(  # after YAML 1.1's own: it adds only what they miss
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
 
 
 def _mapping_no_duplicates(loader: _SafeLoader, node: yaml.MappingNode, deep: bool = False):
@@ -722,6 +730,13 @@ def apply_overrides(data: Any, overrides: Sequence[str], source: str) -> Any:
                 else:
                     if node.get(key) is None:
                         _refuse_new_name(data, parts, depth, node, path)
+                        if re.fullmatch(r"-?\d+", parts[depth + 1]):
+                            parent = ".".join(parts[:depth]) or "the scenario"
+                            raise InputError(
+                                "--set",
+                                f"{path}: {parent} has no {part} list to index with "
+                                f"{parts[depth + 1]}; give it whole, e.g. {where}=[...]",
+                            )
                         node[key] = {}
                     node = node[key]
             else:
@@ -829,21 +844,25 @@ def scenario_from_dict(
 
 
 def _blame_overrides(problems: list[Problem], overrides: Sequence[str]) -> list[Problem]:
-    """Say which ``--set`` made a problem, when its path is at or under the one set."""
+    """Say which ``--set`` made a problem, when a path it is about (its own, by default) is
+    at, under or above the one set."""
     blamed = []
     for problem in problems:
-        where = problem.where.replace(" -> ", ".")
+        abouts = problem.about or (problem.where.replace(" -> ", "."),)
         culprits = [
             item
             for item in overrides
-            if where == (path := item.split("=", 1)[0].strip())
-            or where.startswith(path + ".")
-            or path.startswith(where + ".")
+            if any(_related(where, item.split("=", 1)[0].strip()) for where in abouts)
         ]
         if culprits:
             problem = Problem(problem.where, f"{problem.message} [from --set {culprits[-1]}]")
         blamed.append(problem)
     return blamed
+
+
+def _related(a: str, b: str) -> bool:
+    """Dotted paths ``a`` and ``b`` are the same, or one is inside the other."""
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
 
 
 def _fingerprint(scenario: Scenario) -> str:
@@ -879,6 +898,11 @@ def _problems_from_pydantic(exc: ValidationError, data: Any) -> list[Problem]:
         loc = _real_location(err["loc"], data, missing=err["type"] == "missing")
         value = err.get("input")
         message = err["msg"]
+        about: tuple[str, ...] = ()
+        if err["type"] == "value_error":  # a ValueError raised in a validator: no prefix
+            message = str(err.get("ctx", {}).get("error", message.removeprefix("Value error, ")))
+        if err["type"] == "unknown_key":  # the unknown key is under the path: a --set of it
+            about = (".".join(str(part) for part in [*loc, err["ctx"]["key"]]),)
         if err["type"] == "missing":
             message = "is required"
         elif err["type"] in _SECTION_TYPES:
@@ -894,7 +918,7 @@ def _problems_from_pydantic(exc: ValidationError, data: Any) -> list[Problem]:
             message = f"{message} (got {_yaml_value(value)})"
         if len(loc) == 3 and loc[:2] == ["sales_team", "skill"] and isinstance(loc[2], int):
             message = f"rep {loc[2] + 1}'s skill: {message}"  # the path counts from 0
-        problems.append(Problem(path_str(loc) or "(top level)", message))
+        problems.append(Problem(path_str(loc) or "(top level)", message, about))
     return problems
 
 
@@ -953,7 +977,36 @@ def stage_duration(scenario: Scenario, stage: str, channel: str) -> Any:
     return scenario.stages[stage].duration
 
 
+LAST_END = date(9999, 12, 1)
+"""The latest horizon end: the calendar of months then ends on 9999-12-31, the last day a
+date can hold."""
+
+
+def _check_horizon(s: Scenario) -> Iterable[Problem]:
+    """The horizon must end on a date the calendar can hold (at the latest ``LAST_END``)."""
+    months_left = (LAST_END.year * 12 + LAST_END.month) - (s.start.year * 12 + s.start.month)
+    months_left -= s.start.day > LAST_END.day
+    if months_left < 1:
+        yield Problem(
+            "start",
+            f"{s.start} leaves no whole month before {LAST_END}, the latest horizon end "
+            "(dates stop at 9999-12-31); expected an earlier start",
+        )
+    elif s.months > months_left:
+        yield Problem(
+            "months",
+            f"{s.months} months from start {s.start} would end after {LAST_END}, the latest "
+            f"horizon end (dates stop at 9999-12-31); expected at most {months_left} "
+            f"month{'s' if months_left > 1 else ''} from this start, or an earlier start",
+            about=("months", "start"),
+        )
+
+
 def _check(s: Scenario) -> Iterable[Problem]:
+    horizon = list(_check_horizon(s))
+    if horizon:
+        yield from horizon
+        return  # the other checks need the horizon end
     stages, channels = list(s.stages), list(s.channels)
     targets = stages + list(OUTCOME_WORDS)
     for name in stages:
@@ -1022,6 +1075,7 @@ def _check(s: Scenario) -> Iterable[Problem]:
     if s.sales_team is not None:
         yield from _check_team(s, s.sales_team)
     yield from _check_money(s)
+    yield from _check_volumes(s)
     yield from _check_targets(s)
     yield from _check_levers(s)
     if isinstance(s.pipeline, dict):
@@ -1185,6 +1239,56 @@ def _check_money(s: Scenario) -> Iterable[Problem]:
             "a customers file (purchase histories) works with repeat model bg_nbd; with "
             f"{getattr(s.repeat, 'model', 'this model')} give existing_customers: {{count: N}}",
         )
+
+
+MAX_LEADS = 1e8
+"""The most new leads one replication may expect: every lead is simulated, and 1e7 already
+take seconds and more than a gigabyte per replication (1e12 would ask for terabytes)."""
+
+
+def _leads_bound(s: Scenario, name: str) -> float:
+    """An upper bound of channel ``name``'s expected new leads over the horizon in one
+    replication: its volume (a plan's total; a budget ÷ cost per lead) × the highest
+    seasonality × the growth of the last month, every month (word of mouth: 0)."""
+    channel = s.channels[name]
+    volume = channel.leads_per_month
+    cost = s.costs.channels.get(name) if s.costs else None
+    if volume is None and cost is not None and cost.budget_per_month and cost.cost_per_lead:
+        volume = cost.budget_per_month / cost.cost_per_lead
+    if volume is None:
+        return 0.0
+    if isinstance(volume, dict):
+        return float(sum(volume.values()))
+    mean = volume.expected_value() if isinstance(volume, _Dist) else float(volume)
+    season = max(channel.seasonality or [1.0])
+    if mean <= 0 or season <= 0:
+        return 0.0
+    growth = max(channel.growth_per_month, 0.0)
+    log_bound = math.log(mean * season * (s.months + 1)) + s.months * math.log1p(growth)
+    return math.exp(min(log_bound, 700.0))
+
+
+def _e(x: float) -> str:
+    """A large number as ``8.4e12``."""
+    return re.sub(r"e\+?0*(\d)", r"e\1", f"{x:.2g}")
+
+
+def _check_volumes(s: Scenario) -> Iterable[Problem]:
+    bounds = {name: _leads_bound(s, name) for name in s.channels}
+    total = sum(bounds.values())
+    if total <= MAX_LEADS:
+        return
+    name = max(bounds, key=bounds.__getitem__)
+    where = f"channels.{name}"
+    yield Problem(
+        f"channels -> {name} -> leads_per_month",
+        f"makes up to {_e(total)} new leads over the horizon in one replication (this "
+        f"channel {_e(bounds[name])}, from its leads_per_month or budget ÷ cost per lead, "
+        f"seasonality and growth over {s.months} months); expected at most "
+        f"{_e(MAX_LEADS)}: every lead is simulated, and 1e7 already take seconds and more "
+        "than a gigabyte per replication",
+        about=(where, "months", f"costs.channels.{name}"),
+    )
 
 
 def _check_word_of_mouth(s: Scenario, name: str, channel: Channel) -> Iterable[Problem]:
@@ -1657,17 +1761,43 @@ def read_customers(path: Path) -> CustomerHistory:
 def _csv_with_columns(
     text: str, source: str, required: list[str], *, optional: str
 ) -> tuple[csv.DictReader, list[str]]:
-    """A CSV reader over ``text`` whose header has the ``required`` columns, or an error
-    listing the ones missing and the columns found."""
+    """A CSV reader over ``text`` whose header has the ``required`` columns, perhaps the
+    ``optional`` one, and no other, or an error naming the columns missing or unknown.
+
+    Spaces around column names are ignored (``lead_id, channel`` is ``lead_id,channel``).
+    """
     reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
+    header = [name.strip() for name in reader.fieldnames or []]
+    if reader.fieldnames is not None:
+        reader.fieldnames = header  # the rows' keys are the stripped names
+    expected = f"{','.join(required)}[,{optional}]"
+    found = ", ".join(repr(name) for name in header) or "nothing"
     missing = [c for c in required if c not in header]
     if missing:
         raise InputError(
             source,
-            f"missing column(s) {', '.join(missing)}; expected a header "
-            f"{','.join(required)}[,{optional}] (found: {','.join(header) or 'nothing'})",
+            f"missing column(s) {', '.join(missing)}; expected a header {expected} "
+            f"(found: {found}; spaces around names are ignored)",
         )
+    problems = []
+    known = [*required, optional]
+    for i, name in enumerate(header):
+        if name in header[:i]:
+            problems.append(Problem("header", f"column {name!r} appears twice"))
+        elif not name:
+            problems.append(
+                Problem("header", f"column {i + 1} has no name; expected a header {expected}")
+            )
+        elif name not in known:
+            problems.append(
+                Problem(
+                    "header",
+                    f"unknown column {name!r}{did_you_mean(name, known)}; expected a header "
+                    f"{expected}",
+                )
+            )
+    if problems:
+        raise InputError(source, problems)
     return reader, header
 
 

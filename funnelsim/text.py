@@ -20,6 +20,11 @@ def number(x: float | None, decimals: int = 0) -> str:
     return f"{x:,.{decimals}f}"
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 open lead``, ``1,200 open leads``: a count with its noun in the right number."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def percent(x: float | None) -> str:
     """``87.5%``; ``n/a`` for undefined values."""
     if x is None or x != x:
@@ -122,10 +127,10 @@ def funnel_text(scenario: Scenario) -> str:
     )
     team = scenario.sales_team
     if team is not None:
-        size = f"{team.reps} reps × {team.leads_per_rep} leads at once"
+        size = f"{count(team.reps, 'rep')} × {count(team.leads_per_rep, 'lead')} at once"
         hires = "; ".join(
-            f"from {h.from_}: {h.reps} reps"
-            + (f" (ramp {h.ramp_months} months)" if h.ramp_months else "")
+            f"from {h.from_}: {count(h.reps, 'rep')}"
+            + (f" (ramp {count(h.ramp_months, 'month')})" if h.ramp_months else "")
             for h in team.hiring
         )
         patience = (
@@ -155,7 +160,7 @@ def funnel_text(scenario: Scenario) -> str:
         p = pipeline_expectations(funnel)
         out += [
             "",
-            f"Opening pipeline: {int(p['leads']):,} open leads; expected eventual wins "
+            f"Opening pipeline: {count(int(p['leads']), 'open lead')}; expected eventual wins "
             f"{p['won']:,.1f}, revenue {cur} {p['revenue']:,.0f}",
         ]
     return "\n".join(out)
@@ -183,7 +188,7 @@ def _repeat_lines(scenario: Scenario) -> list[str]:
         ]
     existing = scenario.existing_customers
     if existing is not None:
-        count = (
+        customers = (
             len(scenario.customer_history.customer_id)
             if scenario.customer_history is not None
             else existing.count
@@ -191,7 +196,7 @@ def _repeat_lines(scenario: Scenario) -> list[str]:
         source = (
             "with their histories" if scenario.customer_history is not None else "a fresh cohort"
         )
-        lines.append(f"  existing customers: {count:,} ({source})")
+        lines.append(f"  existing customers: {customers:,} ({source})")
     return lines
 
 

@@ -167,6 +167,34 @@ def test_validate_valid_scenario_prints_the_funnel(tiny):
     assert "P(won)" in output
 
 
+@pytest.mark.parametrize(
+    ("overrides", "counts"),
+    [
+        (["pipeline.demo.count=1"], ["Opening pipeline: 1 open lead;"]),
+        (["pipeline.demo.count=5"], ["Opening pipeline: 5 open leads;"]),
+        (
+            ["sales_team={reps: 1, leads_per_rep: 1, stages: [demo]}"],
+            ["Sales team: 1 rep × 1 lead at once"],
+        ),
+        (
+            [
+                "sales_team={reps: 2, leads_per_rep: 3, stages: [demo], "
+                "hiring: [{from: 2027-03-01, reps: 1, ramp_months: 1}]}"
+            ],
+            ["Sales team: 2 reps × 3 leads at once", "from 2027-03-01: 1 rep (ramp 1 month)"],
+        ),
+    ],
+    ids=["one_lead", "five_leads", "one_rep", "hiring"],
+)
+def test_validate_counts_agree_with_their_nouns(tiny, overrides, counts):
+    args = ["validate", tiny]
+    for item in overrides:
+        args += ["--set", item]
+    output = ok(invoke(*args))
+    for text in counts:
+        assert text in output
+
+
 def test_bad_input_message_has_one_error_prefix(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(TINY.replace("months: 6", "months: 0"))
@@ -362,7 +390,7 @@ IMPORT_PROBE = textwrap.dedent(
     """
     import importlib.abc, json, sys
 
-    HEAVY = ("pymc", "arviz")
+    HEAVY = ("pymc", "arviz", "pytensor")
     attempted = []
 
     class Spy(importlib.abc.MetaPathFinder):
@@ -381,6 +409,9 @@ IMPORT_PROBE = textwrap.dedent(
     for args in (
         ["--help"],
         ["run", "--help"],
+        ["validate", tiny],
+        ["validate", tiny, "--set", "months=3"],
+        ["schema"],
         ["run", tiny, *fast],
         *([name, "--help"] for name in ("compare", "levers", "goal", "report")),
         ["compare", tiny, "--variant", "v:channels.web.leads_per_month=40", *fast],
@@ -396,7 +427,8 @@ IMPORT_PROBE = textwrap.dedent(
 )
 
 
-def test_run_experiments_report_and_help_do_not_import_pymc_or_arviz(tiny):
+def test_validate_schema_run_experiments_report_and_help_do_not_import_pymc(tiny):
+    """Nor ArviZ or PyTensor: they come with the fitting commands only (and take seconds)."""
     result = subprocess.run(
         [sys.executable, "-c", IMPORT_PROBE, str(tiny)],
         capture_output=True,

@@ -168,9 +168,47 @@ CASES: dict[str, Bad] = {
         put("stages.demo.duration.lost", {"dist": "gamma", "mean": 10}),
     ),
     "uniform_high_below_low": Bad(
-        "stages -> qualify -> duration -> high",
+        "stages -> qualify -> duration",
         ("high (2) must be at least low (5)",),
         put("stages.qualify.duration", {"dist": "uniform", "low": 5, "high": 2}),
+    ),
+    # extreme parameters: a mean that overflows float64 (was a traceback), or absurd
+    "lognormal_sigma_overflows": Bad(
+        "deal_value -> sigma",
+        ("got 40", "at most 10", "median·exp(sigma²/2)"),
+        put("deal_value", {"dist": "lognormal", "median": 1000, "sigma": 40}),
+        cli=True,
+    ),
+    "weibull_shape_overflows": Bad(
+        "stages -> qualify -> duration -> shape",
+        ("got 0.0001", "at least 0.05", "Γ(1 + 1/shape)"),
+        put("stages.qualify.duration", {"dist": "weibull", "scale": 2, "shape": 0.0001}),
+        cli=True,
+    ),
+    "gamma_shape_degenerate": Bad(
+        "deal_value -> shape",
+        ("got 1e-05", "at least 0.001"),
+        put("deal_value", {"dist": "gamma", "mean": 1000, "shape": 1e-5}),
+    ),
+    "gamma_huge_mean_and_shape": Bad(
+        "deal_value",
+        ("the mean of this gamma is 1e+300", "at most 1e15"),
+        put("deal_value", {"dist": "gamma", "mean": 1e300, "shape": 1e300}),
+    ),
+    "lognormal_huge_median": Bad(
+        "channels -> web -> deal_value",
+        ("the mean of this lognormal is 1.65e+300", "at most 1e15"),
+        put("channels.web.deal_value", {"dist": "lognormal", "median": 1e300, "sigma": 1}),
+    ),
+    "fixed_duration_too_large": Bad(
+        "stages -> qualify -> duration",
+        ("the value is 1e+300", "at most 1e15"),
+        put("stages.qualify.duration", 1e300),
+    ),
+    "empirical_mean_overflows": Bad(
+        "deal_value",
+        ("the mean of this empirical is too large for float64", "at most 1e15"),
+        put("deal_value", {"dist": "empirical", "values": [1.7e308, 1.7e308]}),
     ),
     "empty_empirical": Bad(
         "stages -> qualify -> duration -> values",
@@ -357,6 +395,28 @@ CASES: dict[str, Bad] = {
         ("got true", "expected a number of leads per month"),
         put("channels.web.leads_per_month", True),
     ),
+    "leads_per_month_beyond_simulation": Bad(
+        "channels -> web -> leads_per_month",
+        ("up to 8.4e12 new leads", "expected at most 1e8"),
+        put("channels.web.leads_per_month", 1e12),
+        cli=True,
+    ),
+    "growth_beyond_simulation": Bad(
+        "channels -> web -> leads_per_month",
+        ("up to 3.6e14 new leads", "growth over 6 months", "expected at most 1e8"),
+        put("channels.web.growth_per_month", 100),
+    ),
+    "budget_buys_leads_beyond_simulation": Bad(
+        "channels -> referral -> leads_per_month",
+        ("up to 7e12 new leads", "budget ÷ cost per lead"),
+        both(
+            drop("channels.referral.leads_per_month"),
+            put(
+                "costs",
+                {"channels": {"referral": {"budget_per_month": 1e6, "cost_per_lead": 1e-6}}},
+            ),
+        ),
+    ),
     "plan_month_malformed": Bad(
         "channels -> referral -> leads_per_month",
         ("'2027-13'", "YYYY-MM"),
@@ -396,6 +456,14 @@ CASES: dict[str, Bad] = {
         cli=True,
     ),
     "start_with_slashes": Bad("start", ("'01/02/2027'", "YYYY-MM-DD"), put("start", "01/02/2027")),
+    "horizon_past_year_9999": Bad(
+        "months",
+        ("6 months from start 9999-11-01", "expected at most 1 month from this start"),
+        put("start", "9999-11-01"),
+    ),
+    "start_in_the_last_month": Bad(
+        "start", ("9999-12-15", "expected an earlier start"), put("start", "9999-12-15")
+    ),
     "version_2": Bad("version", ("got 2", "should be 1"), put("version", 2)),
     "version_missing": Bad("version", ("is required",), drop("version")),
     "name_wrong_type": Bad("name", ("got 5", "valid string"), put("name", 5)),
@@ -414,6 +482,11 @@ CASES: dict[str, Bad] = {
         "pipeline -> demo -> channel",
         ("unknown channel 'wbe'", "did you mean 'web'"),
         put("pipeline", {"demo": {"count": 3, "channel": "wbe"}}),
+    ),
+    "pipeline_key_shortened": Bad(
+        "pipeline -> demo",
+        ("unknown key 'days'", "did you mean 'days_in_stage'"),
+        put("pipeline", {"demo": {"count": 3, "days": 4}}),
     ),
     "pipeline_negative_count": Bad(
         "pipeline -> demo", ("-2", "greater than or equal to 0"), put("pipeline", {"demo": -2})
@@ -445,9 +518,38 @@ CASES: dict[str, Bad] = {
     # ---- the opening pipeline given in a CSV file (messages name the CSV and the row)
     "csv_missing_column": Bad(
         "missing column(s) days_in_stage",
-        ("found: lead_id,channel,stage",),
+        ("found: 'lead_id', 'channel', 'stage'",),
         USE_CSV,
         files={"open.csv": "lead_id,channel,stage\nA1,web,qualify\n"},
+        source="open.csv",
+    ),
+    "csv_missing_column_with_a_stray_character": Bad(
+        "missing column(s) stage",
+        ("found: 'lead_id', 'channel', 'stage\\u200b', 'days_in_stage'",),
+        USE_CSV,
+        files={"open.csv": "lead_id,channel,stage\u200b,days_in_stage\nA1,web,qualify,2\n"},
+        source="open.csv",
+    ),
+    "csv_unknown_column": Bad(
+        "header",
+        ("unknown column 'vaule'", "did you mean 'value'", "lead_id,channel,stage"),
+        USE_CSV,
+        files={"open.csv": CSV_HEADER.strip() + ",vaule\nA1,web,qualify,2,5000\n"},
+        source="open.csv",
+        cli=True,
+    ),
+    "csv_column_twice": Bad(
+        "header",
+        ("column 'value' appears twice",),
+        USE_CSV,
+        files={"open.csv": CSV_HEADER.strip() + ",value,value\nA1,web,qualify,2,5,6\n"},
+        source="open.csv",
+    ),
+    "csv_column_without_name": Bad(
+        "header",
+        ("column 5 has no name",),
+        USE_CSV,
+        files={"open.csv": CSV_HEADER.strip() + ",\nA1,web,qualify,2,\n"},
         source="open.csv",
     ),
     "csv_empty": Bad(
@@ -600,7 +702,44 @@ CASES: dict[str, Bad] = {
         ("-1", "greater than or equal to 0"),
         overrides=("channels.web.seasonality.3=-1",),
     ),
-    "set_unknown_key": Bad("(top level)", ("did you mean 'months'",), overrides=("monhts=3",)),
+    "set_unknown_key": Bad(
+        "(top level)",
+        ("did you mean 'months'", "[from --set monhts=3]"),
+        overrides=("monhts=3",),
+    ),
+    "set_unknown_top_level_section": Bad(
+        "(top level)",
+        (
+            "unknown key 'chanels'",
+            "did you mean 'channels'",
+            "[from --set chanels.web.leads_per_month=5]",
+        ),
+        overrides=("chanels.web.leads_per_month=5",),
+        cli=True,
+    ),
+    "set_uniform_low_above_high": Bad(
+        "channels -> referral -> leads_per_month",
+        (
+            "high (35) must be at least low (40)",
+            "[from --set channels.referral.leads_per_month.low=40]",
+        ),
+        put("channels.referral.leads_per_month", {"dist": "uniform", "low": 30, "high": 35}),
+        overrides=("channels.referral.leads_per_month.low=40",),
+        cli=True,
+    ),
+    "set_index_into_a_list_the_file_lacks": Bad(
+        "channels.referral.seasonality.3",
+        ("channels.referral has no seasonality list", "channels.referral.seasonality=[...]"),
+        overrides=("channels.referral.seasonality.3=1.2",),
+        source="--set",
+        cli=True,
+    ),
+    "set_start_past_year_9999": Bad(
+        "months",
+        ("from start 9999-11-01", "[from --set start=9999-11-01]"),
+        overrides=("start=9999-11-01",),
+        cli=True,
+    ),
     "set_breaks_probability_sum": Bad(
         "stages -> demo -> next", ("sum to 1.2",), overrides=("stages.demo.next.won=0.5",)
     ),
@@ -800,6 +939,22 @@ CASES: dict[str, Bad] = {
         },
         source="customers.csv",
     ),
+    "customers_file_unknown_column": Bad(
+        "header",
+        ("unknown column 'mean_spnd'", "did you mean 'mean_spend'"),
+        both(
+            put(
+                "repeat", {"model": "bg_nbd", "r": 0.2, "alpha": 4, "a": 0.8, "b": 2.4, "spend": 30}
+            ),
+            put("existing_customers", {"file": "customers.csv"}),
+        ),
+        files={
+            "customers.csv": (
+                "customer_id,repeat_purchases,recency_days,age_days,mean_spnd\nc1,1,5,40,20\n"
+            )
+        },
+        source="customers.csv",
+    ),
     "customers_file_missing_column": Bad(
         "",
         ("missing column(s) age_days",),
@@ -847,6 +1002,7 @@ def test_bad_input_is_reported_clearly(tmp_path, case):
         assert fragment in message
     assert "Traceback" not in message
     assert "pydantic" not in message.lower()
+    assert "Value error" not in message
 
 
 CLI_CASES = {name: case for name, case in CASES.items() if case.cli}
@@ -919,6 +1075,111 @@ def test_pipeline_csv_is_read_relative_to_the_scenario(tmp_path):
         ("A1", "web", "qualify", None),
         ("A2", "referral", "demo", 5000.0),
     ]
+
+
+def test_pipeline_csv_header_names_may_have_spaces_around_them(tmp_path):
+    header = " lead_id , channel,stage,  days_in_stage ,value\n"
+    case = Bad("", (), USE_CSV, files={"open.csv": header + "A1,web,qualify,2,700\n"})
+    scenario = load_scenario(write_case(tmp_path, case))
+    (lead,) = scenario.open_leads
+    assert (lead.lead_id, lead.channel, lead.stage, lead.days_in_stage, lead.value) == (
+        "A1",
+        "web",
+        "qualify",
+        2.0,
+        700.0,
+    )
+
+
+def test_extreme_but_allowed_parameters_validate_and_have_finite_expectations(tmp_path):
+    import math
+
+    import funnelsim
+
+    change = both(  # each at its bound; the mean at most 1e15
+        put("deal_value", {"dist": "lognormal", "median": 1e-7, "sigma": 10}),
+        put("stages.qualify.duration", {"dist": "weibull", "scale": 1e-4, "shape": 0.05}),
+        put("channels.web.deal_value", {"dist": "gamma", "mean": 1000, "shape": 0.001}),
+        put("channels.referral.deal_value", 1e15),
+        put("channels.web.leads_per_month", 1e6),  # up to 1.2e6 × 7 months: under 1e8
+    )
+    scenario = load_scenario(write_case(tmp_path, Bad("", (), change)))
+    for channel in funnelsim.expectations(scenario):
+        assert math.isfinite(channel.days_to_close_won)
+        assert math.isfinite(channel.revenue_per_lead)
+    result = CliRunner().invoke(main, ["validate", str(tmp_path / SCENARIO_FILE)])
+    assert result.exit_code == 0, result.output
+
+
+def test_horizon_may_end_on_the_last_representable_month(tmp_path):
+    from funnelsim.funnel import compile_funnel
+
+    change = both(put("start", "9999-06-30"), put("months", 5))
+    scenario = load_scenario(write_case(tmp_path, Bad("", (), change)))
+    assert scenario.end == date(9999, 11, 30)
+    assert compile_funnel(scenario).calendar.labels[-1] == "9999-11"
+    with pytest.raises(InputError, match="expected at most 5 months from this start"):
+        load_scenario(tmp_path / SCENARIO_FILE, ["months=6"])
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1e4", 1e4), ("2.5e6", 2.5e6), ("-3E-2", -0.03), (".5e3", 500.0), ("1.0e+4", 1e4)],
+)
+def test_yaml_12_floats_are_numbers(tmp_path, text, value):
+    from funnelsim.scenario import parse_yaml
+
+    assert parse_yaml(f"x: {text}", "test") == {"x": value}
+    assert parse_yaml(f"x: '{text}'", "test") == {"x": text}  # quoted: still text
+
+
+def test_exponent_floats_in_the_file_and_in_set(tmp_path):
+    path = write_case(
+        tmp_path,
+        Bad("", (), text=lambda t: t.replace("median: 9000", "median: 9e3")),
+    )
+    scenario = load_scenario(path, ["channels.web.leads_per_month=4e1", "months=6"])
+    assert scenario.deal_value.median == 9000.0
+    assert scenario.channels["web"].leads_per_month == 40.0
+    scenario = load_scenario(path, ["deal_value=1.2e4", "channels.web.growth_per_month=-3E-2"])
+    assert scenario.deal_value.expected_value() == 12000.0
+    assert scenario.channels["web"].growth_per_month == -0.03
+
+
+def test_a_value_error_in_a_validator_reads_without_pydantics_prefix():
+    from pydantic import BaseModel, ValidationError, field_validator
+
+    from funnelsim.scenario import _problems_from_pydantic
+
+    class Section(BaseModel):
+        x: int
+
+        @field_validator("x")
+        @classmethod
+        def _small(cls, x):
+            raise ValueError(f"x ({x}) must be small")
+
+    with pytest.raises(ValidationError) as info:
+        Section(x=5)
+    (problem,) = _problems_from_pydantic(info.value, {"x": 5})
+    assert str(problem) == "x: x (5) must be small (got 5)"
+
+
+@pytest.mark.parametrize(
+    ("word", "choices", "hint"),
+    [
+        ("days", ["count", "channel", "days_in_stage"], "days_in_stage"),  # a shortening
+        ("nxt", ["duration", "next", "channels"], "next"),  # a typo
+        ("Days", ["count", "days_in_stage"], "days_in_stage"),
+        ("web2", ["web", "referral"], "web"),  # the word begins with the choice
+        ("day", ["days_in_stage", "days_of_week"], None),  # two begin with it: no guess
+        ("da", ["days_in_stage"], None),  # too short to guess from
+    ],
+)
+def test_did_you_mean(word, choices, hint):
+    from funnelsim.errors import did_you_mean
+
+    assert did_you_mean(word, choices) == (f" (did you mean '{hint}'?)" if hint else "")
 
 
 # ---------------------------------------------------------------- --set
