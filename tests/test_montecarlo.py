@@ -137,9 +137,10 @@ def test_an_interrupted_run_stops_its_workers_at_once():
     def interrupt(done, total):
         raise KeyboardInterrupt
 
+    others = set(multiprocessing.active_children())  # e.g. left by earlier tests
     began = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
         run(scenario, replications=n, workers=2, engine="des", progress=interrupt)
     stopped = time.perf_counter() - began
-    assert multiprocessing.active_children() == []
+    assert set(multiprocessing.active_children()) <= others  # the run's workers are gone
     assert stopped < whole / 3, (stopped, whole)
