@@ -161,13 +161,17 @@ def run(
 
 def _stop_now(pool: ProcessPoolExecutor) -> None:
     """Stop a pool at once (Ctrl-C, a failed batch): queued batches are dropped and the
-    workers terminated instead of finishing them (Python 3.11 has no public way to)."""
+    workers terminated instead of finishing them (Python 3.11 has no public way to).
+
+    The pool's own manager thread reaps the terminated workers (it sees them die); reaping
+    them here too would race with it for their exit status."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
-    for process in processes:
-        process.join()
+    if manager is not None:
+        manager.join(timeout=30)
 
 
 def simulate_batch(funnel: Funnel, engine: str, seed: int, start: int, stop: int) -> Tally:
