@@ -93,38 +93,17 @@ class Tally:
         return {name: a for name, a in values.items() if a is not None}
 
 
+_TEAM_BY_STAGE = ("cold", "wait_days", "waited", "unserved", "reached", "queue")
 TALLY_DIMS = {
     **dict.fromkeys(("leads", "won", "lost", "revenue", "cycle_days", "cycle_count"), "channel"),
-    **dict.fromkeys(
-        (
-            "entered",
-            "stay_days",
-            "open",
-            "cold",
-            "wait_days",
-            "waited",
-            "unserved",
-            "reached",
-            "queue",
-        ),
-        "stage",
-    ),
+    **dict.fromkeys(("entered", "stay_days", "open", *_TEAM_BY_STAGE), "stage"),
     **dict.fromkeys(("busy_slot_days", "slot_days"), "funnel"),
     **dict.fromkeys(("first_payment", "repeat_revenue"), "channel"),
     **dict.fromkeys(("existing_revenue", "repeat_purchases", "active_customers"), "funnel"),
 }
 """What each tally field is broken down by, besides replication and period."""
 
-TEAM_FIELDS = (
-    "cold",
-    "wait_days",
-    "waited",
-    "unserved",
-    "reached",
-    "queue",
-    "busy_slot_days",
-    "slot_days",
-)
+TEAM_FIELDS = (*_TEAM_BY_STAGE, "busy_slot_days", "slot_days")
 REPEAT_FIELDS = (
     "first_payment",
     "repeat_revenue",
