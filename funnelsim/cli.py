@@ -860,10 +860,9 @@ def fit(
             err=True,
         )
     if result.dropped_customers:
-        n = result.dropped_customers
         click.echo(
-            f"warning: left out {_count(n, 'customer')} whose purchases all "
-            f"{'come' if n != 1 else 'comes'} after --as-of",
+            f"warning: left out {_count(result.dropped_customers, 'customer')} whose "
+            "purchases all come after --as-of",
             err=True,
         )
     click.echo(report(result))
