@@ -325,3 +325,17 @@ def test_fit_help_does_not_import_pymc():
     )
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report == {"code": 0, "heavy": []}
+
+
+def test_bad_rows_and_late_customers_are_reported_together(no_sampling, tmp_path):
+    frame = log_frame()
+    frame.loc[len(frame)] = ("late1", "2027-09-01", 20.0)
+    path = tmp_path / "both.csv"
+    frame.to_csv(path, index=False)
+    with path.open("a") as f:
+        f.write("c900,not a day,10\n")
+    result = fit(path, tmp_path / "out", "--as-of", AS_OF)
+    assert result.exit_code == 2, result.output
+    assert "date 'not a day' is not a date" in result.output
+    assert "customer_id 'late1' first buys on 2027-09-01" in result.output
+    assert not (tmp_path / "out").exists()

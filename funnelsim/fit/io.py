@@ -605,6 +605,35 @@ FIT_OUTPUTS = (
 )
 
 
+def read_for_fit(
+    path: str | os.PathLike[str],
+    as_of: date | None,
+    holdout_until: date | None,
+    *,
+    lenient: bool = False,
+    **options: Any,
+) -> tuple[Transactions, CustomerSummary]:
+    """The log and its customer summary for a fit, with every input problem in one error.
+
+    Without ``lenient``, bad rows, dates outside the log (:func:`check_dates`) and customers
+    who only buy after ``as_of`` are reported together (the latter two judged on the good
+    rows), instead of one kind per attempt. ``options`` go to :func:`read_transactions`.
+    """
+    try:
+        tx = read_transactions(path, lenient=True, **options)
+    except InputError:
+        tx = read_transactions(path, lenient=lenient, **options)  # raises, worded as read
+    problems = [] if lenient else list(tx.skipped_rows)
+    try:
+        check_dates(tx, as_of, holdout_until)
+        summary = summarize(tx, as_of, lenient=lenient)
+    except InputError as exc:
+        problems += exc.problems
+    if problems:
+        raise InputError(tx.source, problems)
+    return tx, summary
+
+
 def check_dates(tx: Transactions, as_of: date | None, holdout_until: date | None) -> None:
     """Refuse an ``as_of`` outside the log's span and a ``holdout_until`` not after ``as_of``
     or past the log's last day, before anything is fitted."""

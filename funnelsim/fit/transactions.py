@@ -160,15 +160,16 @@ def fit_repeat(
     cores=None,
 ) -> RepeatFit:
     """Read the log, fit every model by maximum likelihood and the chosen one by NUTS."""
-    tx = io.read_transactions(
+    # every input problem at once (bad rows, dates, late customers), before sampling
+    tx, summary = io.read_for_fit(
         path,
+        as_of,
+        holdout_until,
         columns=columns,
         lenient=lenient,
         allow_zero_amounts=allow_zero_amounts,
         allow_duplicates=allow_duplicates,
     )
-    io.check_dates(tx, as_of, holdout_until)  # before sampling: refuse bad dates fast
-    summary = io.summarize(tx, as_of, lenient=lenient)
     scale = DAYS_PER_UNIT[unit]
     x = summary.x.astype(float)
     t_x, age = summary.t_x_days / scale, summary.T_days / scale
