@@ -69,6 +69,17 @@ def fit_events(
         path, columns=columns, stages=stages, as_of=as_of, lenient=lenient, won=won, lost=lost
     )
     _check_fittable(history)
+    if transactions is not None:  # a bad log or bad dates: refused before any sampling
+        t = transactions
+        io.read_for_fit(
+            t["path"],
+            t.get("as_of"),
+            t.get("holdout_until"),
+            lenient=t.get("lenient", False),
+            columns=t.get("columns"),
+            allow_zero_amounts=t.get("allow_zero_amounts", False),
+            allow_duplicates=t.get("allow_duplicates", False),
+        )
     durations = crm.choose_durations(history)
     month_labels, counts, exposure = history.monthly_arrivals()
     arrivals = [
