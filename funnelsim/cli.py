@@ -848,17 +848,21 @@ def fit(
         raise BadInput(f"error: {source}: {exc}") from None
     if result.skipped:
         reasons = ", ".join(f"{n} {why}" for why, n in result.skipped_reasons.items())
-        click.echo(f"warning: skipped {result.skipped} bad rows ({reasons})", err=True)
+        click.echo(
+            f"warning: --lenient: skipped {_count(result.skipped, 'bad row')} ({reasons})"
+            + _first_rows(result.skipped_rows),
+            err=True,
+        )
     if result.dropped_leads:
         click.echo(
-            f"warning: left out {result.dropped_leads} inconsistent leads whole (their rows "
-            "are among those skipped)",
+            f"warning: left out {_count(result.dropped_leads, 'inconsistent lead')} whole "
+            "(their rows are among those skipped)",
             err=True,
         )
     if result.dropped_customers:
         click.echo(
-            f"warning: left out {result.dropped_customers} customers whose purchases all "
-            "come after --as-of",
+            f"warning: left out {_count(result.dropped_customers, 'customer')} whose "
+            "purchases all come after --as-of",
             err=True,
         )
     click.echo(report(result))
@@ -870,6 +874,21 @@ def fit(
             err=True,
         )
         sys.exit(3)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 bad row``, ``2 bad rows``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _first_rows(problems, limit: int = 5) -> str:
+    """The first few skipped rows and why, one a line, for the --lenient warning."""
+    if not problems:
+        return ""
+    lines = [f"\n  - {problem}" for problem in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"\n  ... and {len(problems) - limit} more")
+    return "; the first:" + "".join(lines) if len(problems) > limit else ":" + "".join(lines)
 
 
 def _split_columns(mapping, events, transactions):

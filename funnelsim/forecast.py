@@ -25,7 +25,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,14 +257,21 @@ class Forecast:
         return write_atomically(Path(out_dir), files)
 
 
-def write_atomically(out_dir: Path, files: dict[str, str | Callable[[Path], Any]]) -> list[Path]:
+def write_atomically(
+    out_dir: Path,
+    files: dict[str, str | Callable[[Path], Any]],
+    *,
+    stale: Iterable[str] = (),
+) -> list[Path]:
     """Write files (text, or a function writing to a path) into ``out_dir``, as a set.
 
     Everything goes to a temporary folder inside ``out_dir`` first and is moved into place
     only when all files are complete; files of an earlier run are set aside meanwhile and
     put back if a move fails, so a failure leaves ``out_dir`` as it was. A file that cannot
     be written (a folder in the way, no permission, a full disk) is an :class:`InputError`
-    naming it.
+    naming it. Files named in ``stale`` but not in ``files`` (outputs of an earlier run
+    that this one does not produce) are removed once the new files are in place, so the
+    folder holds one run's set; other files are never touched.
     """
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -285,7 +292,17 @@ def write_atomically(out_dir: Path, files: dict[str, str | Callable[[Path], Any]
             raise InputError(
                 str(out_dir / in_the_way[0]), "is a folder; expected to write a file there"
             )
-        return _swap_in(staging, out_dir, list(files))
+        written = _swap_in(staging, out_dir, list(files))
+        for name in stale:
+            target = out_dir / name
+            if name not in files and Path(name).name == name and target.is_file():
+                try:
+                    target.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise InputError(
+                        str(target), f"cannot remove this earlier output: {_reason(exc)}"
+                    ) from None
+        return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

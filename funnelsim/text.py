@@ -446,7 +446,8 @@ def fit_text(result) -> str:
 
 def _repeat_text(e: dict[str, Any]) -> str:
     out = [
-        f"Repeat purchases as of {e['as_of']}: {e['customers']:,} customers, "
+        f"Repeat purchases as of {e['as_of']}: {e['customers']:,} "
+        f"customer{'' if e['customers'] == 1 else 's'}, "
         f"{e['repeat_buyers']:,} with repeat purchases; rates per {e['unit']}",
         "",
     ]
@@ -458,7 +459,10 @@ def _repeat_text(e: dict[str, Any]) -> str:
             rows.append(
                 [model, name, f"{p['mle']:.4g}", "n/a" if se is None else f"{se:.3g}", posterior]
             )
-        rows.append([model, "log-likelihood", f"{block['loglik_at_mle']:,.2f}", "", ""])
+        unit = block.get("loglik_time_unit", e["unit"])
+        rows.append(
+            [model, f"log-likelihood (time in {unit}s)", f"{block['loglik_at_mle']:,.2f}", "", ""]
+        )
     out.append(
         _table(["model", "parameter", "MLE", "se", "posterior mean [5%, 95%]"], rows, left=2)
     )

@@ -483,6 +483,27 @@ def test_events_and_transactions_fit_into_one_scenario(truth, tmp_path):
     assert (t["revenue_repeat"].values > 0).all()
 
 
+def test_with_events_a_bad_transactions_date_is_refused_before_sampling(
+    truth, tmp_path, monkeypatch
+):
+    from funnelsim.fit import bayes
+
+    def fail(*args, **kwargs):
+        raise AssertionError("sampled before the transactions' dates were checked")
+
+    monkeypatch.setattr(bayes, "sample", fail)
+    (tmp_path / "tx.csv").write_text(
+        "customer_id,date,amount\nC1,2026-01-05,10\nC1,2026-03-05,12\n", encoding="utf-8"
+    )
+    args = ["fit", "--events", str(truth[1]), "--transactions", str(tmp_path / "tx.csv")]
+    args += ["--as-of", "2026-05-31", "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "--as-of: 2026-05-31 is after the last purchase" in result.output
+    assert "the log spans 2026-01-05 to 2026-03-05" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_crms_own_names_of_won_and_lost(truth, tmp_path):
     """HubSpot says "Closed Won": --won/--lost name the terminal stages (any case); the
     history read is the same as with won/lost."""

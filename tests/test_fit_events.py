@@ -399,7 +399,7 @@ def test_value_column_is_optional_unless_mapped(tmp_path):
     assert not history.currency_values_seen and np.isnan(history.value).all()
     problem = read_one_problem(path, columns={"value": "Amount"})
     assert problem.startswith(
-        "missing column(s) 'Amount' (the value column, mapped by columns value=Amount); "
+        "missing column(s) 'Amount' (the value column, mapped by --columns value=Amount); "
         "expected a header with lead_id,channel,stage,entered_at[,Amount]"
     )
 
@@ -464,7 +464,7 @@ def test_missing_columns_name_the_expected_and_found_columns(tmp_path):
         "missing column(s) channel; entered_at (did you mean 'entered'?); expected a header with "
         "lead_id,channel,stage,entered_at[,value] (found: lead_id,source,stage,entered)"
     )
-    assert "e.g. columns lead_id=Deal ID,stage=Deal stage,entered_at=Date entered" in problem
+    assert "e.g. --columns lead_id=Deal ID,stage=Deal stage,entered_at=Date entered" in problem
 
 
 def test_bad_mapping(tmp_path):

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from funnelsim.fit import crm, events
+from funnelsim.fit import crm, events, io
 from funnelsim.fit.arrivals import fit_arrivals, scenario_channel
 from funnelsim.fit.transactions import (
     FitResult,
@@ -69,6 +69,17 @@ def fit_events(
         path, columns=columns, stages=stages, as_of=as_of, lenient=lenient, won=won, lost=lost
     )
     _check_fittable(history)
+    if transactions is not None:  # a bad log or bad dates: refused before any sampling
+        t = transactions
+        io.read_for_fit(
+            t["path"],
+            t.get("as_of"),
+            t.get("holdout_until"),
+            lenient=t.get("lenient", False),
+            columns=t.get("columns"),
+            allow_zero_amounts=t.get("allow_zero_amounts", False),
+            allow_duplicates=t.get("allow_duplicates", False),
+        )
     durations = crm.choose_durations(history)
     month_labels, counts, exposure = history.monthly_arrivals()
     arrivals = [
@@ -119,8 +130,6 @@ def fit_events(
     skipped_reasons = {f"{why} (events)": n for why, n in history.skipped_reasons.items()}
     dropped_customers = 0
     if repeat is not None:
-        from funnelsim.fit import io
-
         files["customers.csv"] = lambda p: io.write_customers_csv(repeat.summary, p)
         if repeat.holdout is not None:
             files["holdout.json"] = json.dumps(repeat.holdout, indent=2, allow_nan=False) + "\n"
@@ -128,7 +137,7 @@ def fit_events(
             {f"{why} (transactions)": n for why, n in repeat.tx.skipped_reasons.items()}
         )
         dropped_customers = repeat.summary.dropped_customers
-    written = write_atomically(out_dir, files)
+    written = write_atomically(out_dir, files, stale=io.FIT_OUTPUTS)
     return FitResult(
         estimates,
         diagnostics,
@@ -139,6 +148,7 @@ def fit_events(
         skipped_reasons=skipped_reasons,
         dropped_customers=dropped_customers,
         dropped_leads=history.dropped_leads,
+        skipped_rows=repeat.tx.skipped_rows if repeat is not None else (),
     )
 
 

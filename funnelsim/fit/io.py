@@ -48,7 +48,8 @@ class Transactions:
 
     ``day`` is the calendar day (``datetime64[D]``); ``amount`` the day's total in the log's
     currency (purchases on the same day merged). ``skipped`` counts the log rows skipped in
-    lenient mode, ``skipped_reasons`` the same rows by reason. ``row`` is the log row of each
+    lenient mode, ``skipped_reasons`` the same rows by reason, ``skipped_rows`` the problems
+    found in them (in row order). ``row`` is the log row of each
     day's first purchase (CSV: the header is row 1; Parquet: data rows from 1), for messages.
     """
 
@@ -59,6 +60,7 @@ class Transactions:
     skipped: int = 0
     skipped_reasons: dict[str, int] = field(default_factory=dict)
     row: np.ndarray | None = None
+    skipped_rows: tuple[Problem, ...] = ()  # why each skipped row was skipped, by row
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,7 +137,7 @@ def read_transactions(
         raise InputError(
             source, _no_rows_problems(len(parsed) + len(malformed), reasons) + problems
         )
-    return _merge_days(good, source, reasons)
+    return _merge_days(good, source, reasons, tuple(problems))
 
 
 def column_names(
@@ -150,13 +152,13 @@ def column_names(
         if name not in expected:
             problems.append(
                 Problem(
-                    "columns",
+                    "--columns",
                     f"{name}={given}: unknown name {name!r}{did_you_mean(name, expected)}; "
                     f"expected one of {', '.join(expected)}",
                 )
             )
         elif not str(given).strip():
-            problems.append(Problem("columns", f"{name}= names no column; expected {name}=NAME"))
+            problems.append(Problem("--columns", f"{name}= names no column; expected {name}=NAME"))
         else:
             names[name] = str(given).strip()
     by_column: dict[str, list[str]] = {}
@@ -166,7 +168,7 @@ def column_names(
         if len(mapped) > 1:
             problems.append(
                 Problem(
-                    "columns",
+                    "--columns",
                     f"{' and '.join(mapped)} {'both' if len(mapped) == 2 else 'all'} map to "
                     f"column {column!r}; expected different columns",
                 )
@@ -282,13 +284,13 @@ def missing_columns_message(
             parts.append(f"{name}{did_you_mean(name, found)}")
         else:
             parts.append(
-                f"{names[name]!r} (the {name} column, mapped by columns "
+                f"{names[name]!r} (the {name} column, mapped by --columns "
                 f"{name}={names[name]}){did_you_mean(names[name], found)}"
             )
     return (
         f"missing column(s) {'; '.join(parts)}; expected a header with {expected} "
         f"(found: {','.join(found) or 'nothing'}); other column names can be mapped, "
-        f"e.g. columns {example}"
+        f"e.g. --columns {example}"
     )
 
 
@@ -409,7 +411,7 @@ def _value_messages(
             "in the log's currency"
         )
     elif record["reason"] == NOT_POSITIVE:
-        what, why = ("zero", "allow zero amounts to count free purchases")
+        what, why = ("zero", "pass --allow-zero-amounts to count free purchases")
         if amount < 0:
             what, why = ("negative", "refunds are not purchases")
         messages.append(
@@ -423,7 +425,7 @@ def _duplicate_message(record: dict[str, Any], raw: dict[str, Any]) -> str:
     return (
         f"repeats row {record['repeats']} (customer_id {_shown(raw['customer_id'])}, date "
         f"{_shown(raw['date'])}, amount {_shown(raw['amount'])}); expected each purchase once "
-        "(if identical purchases on one day are real, allow duplicates)"
+        "(if identical purchases on one day are real, pass --allow-duplicates)"
     )
 
 
@@ -454,7 +456,9 @@ def _no_rows_problems(total: int, reasons: Counter) -> list[Problem]:
     return [Problem("", f"no valid purchase: all {total} rows were skipped ({counts})")]
 
 
-def _merge_days(good: pd.DataFrame, source: str, reasons: Counter) -> Transactions:
+def _merge_days(
+    good: pd.DataFrame, source: str, reasons: Counter, problems: tuple[Problem, ...] = ()
+) -> Transactions:
     """One purchase per customer and day (amounts summed), sorted by customer then day."""
     merged = good.groupby(["customer_id", "day"], sort=True).agg(
         amount=("amount", "sum"), row=("row", "min")
@@ -470,6 +474,7 @@ def _merge_days(good: pd.DataFrame, source: str, reasons: Counter) -> Transactio
         skipped=sum(skipped_reasons.values()),
         skipped_reasons=skipped_reasons,
         row=_frozen(merged["row"].to_numpy(dtype=np.int64)),
+        skipped_rows=problems,
     )
 
 
@@ -553,9 +558,9 @@ def _late_problems(
         problems.append(
             Problem(
                 where,
-                f"customer_id {cid!r} first buys on {_date(tx.day[start])}, after as_of "
-                f"{_date(cutoff)}; expected every customer to buy on or before as_of "
-                "(choose a later as_of, or skip such customers leniently)",
+                f"customer_id {cid!r} first buys on {_date(tx.day[start])}, after --as-of "
+                f"{_date(cutoff)}; expected every customer to buy on or before --as-of "
+                "(choose a later --as-of, or pass --lenient to leave such customers out)",
             )
         )
     return problems
@@ -586,6 +591,84 @@ def _date(value: np.datetime64) -> date:
 
 
 # ---------------------------------------------------------------- holdout and output
+
+# Every file ``funnelsim fit`` can write into --out: a refit removes those of them it does
+# not write this time, so no stale file (e.g. an old holdout.json) sits beside new ones.
+FIT_OUTPUTS = (
+    "estimates.json",
+    "diagnostics.txt",
+    "posterior.nc",
+    "scenario.yaml",
+    "customers.csv",
+    "open_leads.csv",
+    "holdout.json",
+)
+
+
+def read_for_fit(
+    path: str | os.PathLike[str],
+    as_of: date | None,
+    holdout_until: date | None,
+    *,
+    lenient: bool = False,
+    **options: Any,
+) -> tuple[Transactions, CustomerSummary]:
+    """The log and its customer summary for a fit, with every input problem in one error.
+
+    Without ``lenient``, bad rows, dates outside the log (:func:`check_dates`) and customers
+    who only buy after ``as_of`` are reported together (the latter two judged on the good
+    rows), instead of one kind per attempt. ``options`` go to :func:`read_transactions`.
+    """
+    try:
+        tx = read_transactions(path, lenient=True, **options)
+    except InputError:
+        tx = read_transactions(path, lenient=lenient, **options)  # raises, worded as read
+    problems = [] if lenient else list(tx.skipped_rows)
+    try:
+        check_dates(tx, as_of, holdout_until)
+        summary = summarize(tx, as_of, lenient=lenient)
+    except InputError as exc:
+        problems += exc.problems
+    if problems:
+        raise InputError(tx.source, problems)
+    return tx, summary
+
+
+def check_dates(tx: Transactions, as_of: date | None, holdout_until: date | None) -> None:
+    """Refuse an ``as_of`` outside the log's span and a ``holdout_until`` not after ``as_of``
+    or past the log's last day, before anything is fitted."""
+    if len(tx.day) == 0:
+        return
+    first, last = _date(tx.day.min()), _date(tx.day.max())
+    span = f"the log spans {first} to {last}"
+    problems = []
+    if as_of is not None and not first <= as_of <= last:
+        problems.append(
+            Problem(
+                "--as-of",
+                f"{as_of} is {'before the first' if as_of < first else 'after the last'} "
+                f"purchase ({span}); expected a date within the log",
+            )
+        )
+    cutoff = last if as_of is None else as_of
+    if holdout_until is not None and holdout_until <= cutoff:
+        problems.append(
+            Problem(
+                "--holdout-until",
+                f"{holdout_until} is not after --as-of {cutoff} ({span}); expected a later "
+                "date, the end of the period to compare predictions with",
+            )
+        )
+    elif holdout_until is not None and holdout_until > last:
+        problems.append(
+            Problem(
+                "--holdout-until",
+                f"{holdout_until} is after the log's last date ({span}); expected a date on "
+                f"or before {last}: purchases not yet in the log would count as none",
+            )
+        )
+    if problems:
+        raise InputError(tx.source, problems)
 
 
 def repeat_purchases_between(

@@ -49,6 +49,7 @@ class FitResult:
     skipped_reasons: dict[str, int] = field(default_factory=dict)
     dropped_customers: int = 0
     dropped_leads: int = 0
+    skipped_rows: tuple = ()  # the problems of the skipped rows (Problem), in row order
 
 
 def fit_transactions(
@@ -89,10 +90,12 @@ def fit_transactions(
         cores=cores,
     )
     out_dir = Path(out_dir)
+    part.estimates["diagnostics"] = {"ok": part.ok, "problems": diagnostic_problems(part)}
     posterior_bytes = netcdf_bytes(part.idata, out_dir)
     sha = hashlib.sha256(posterior_bytes).hexdigest()
     scenario = "\n".join(
         [
+            *_poor_diagnostics_note(part),
             *_header(part, sha),
             *_placeholder_funnel(part, months, currency),
             *repeat_section(part),
@@ -109,7 +112,7 @@ def fit_transactions(
     }
     if part.holdout is not None:
         files["holdout.json"] = json.dumps(part.holdout, indent=2, allow_nan=False) + "\n"
-    written = write_atomically(out_dir, files)
+    written = write_atomically(out_dir, files, stale=io.FIT_OUTPUTS)
     return FitResult(
         part.estimates,
         part.diagnostics,
@@ -119,6 +122,7 @@ def fit_transactions(
         skipped=part.tx.skipped,
         skipped_reasons=dict(part.tx.skipped_reasons),
         dropped_customers=part.summary.dropped_customers,
+        skipped_rows=part.tx.skipped_rows,
     )
 
 
@@ -156,14 +160,16 @@ def fit_repeat(
     cores=None,
 ) -> RepeatFit:
     """Read the log, fit every model by maximum likelihood and the chosen one by NUTS."""
-    tx = io.read_transactions(
+    # every input problem at once (bad rows, dates, late customers), before sampling
+    tx, summary = io.read_for_fit(
         path,
+        as_of,
+        holdout_until,
         columns=columns,
         lenient=lenient,
         allow_zero_amounts=allow_zero_amounts,
         allow_duplicates=allow_duplicates,
     )
-    summary = io.summarize(tx, as_of, lenient=lenient)
     scale = DAYS_PER_UNIT[unit]
     x = summary.x.astype(float)
     t_x, age = summary.t_x_days / scale, summary.T_days / scale
@@ -242,6 +248,29 @@ def diagnose(posterior, idata) -> tuple[str, bool]:
     return "\n".join([*lines, verdict]), ok
 
 
+def diagnostic_problems(part: RepeatFit) -> list[str]:
+    """The diagnostics' failures in words (empty when they pass)."""
+    problems = []
+    for line in part.diagnostics.splitlines():
+        if line.endswith("<- poor"):
+            name, r_hat, ess = line.removesuffix("<- poor").split()
+            problems.append(f"{name}: R-hat {r_hat}, ESS {ess}")
+        elif line.startswith("divergent transitions: ") and line.split()[-1] != "0":
+            problems.append(line)
+    return problems
+
+
+def _poor_diagnostics_note(part: RepeatFit) -> list[str]:
+    if part.ok:
+        return []
+    return [
+        "# WARNING: the sampler's diagnostics were poor (see diagnostics.txt): do not trust",
+        "# this posterior; refit with more --draws and --tune. Problems: "
+        + "; ".join(diagnostic_problems(part)),
+        "#",
+    ]
+
+
 def posterior_summary(values: np.ndarray) -> dict[str, float]:
     """Posterior mean, sd and 90% interval of a parameter's draws."""
     lo, hi = np.quantile(values, [0.05, 0.95])
@@ -261,7 +290,12 @@ def _estimates(counts, model, spend_fit, idata, summary, unit) -> dict[str, Any]
             if posterior and name in idata.posterior:
                 entry.update(posterior_summary(idata.posterior[name].values.reshape(-1)))
             params[name] = entry
-        return {"parameters": params, "loglik_at_mle": fit.loglik, "customers": fit.n}
+        return {
+            "parameters": params,
+            "loglik_at_mle": fit.loglik,
+            "loglik_time_unit": unit,  # the likelihood of times in this unit (a density)
+            "customers": fit.n,
+        }
 
     out: dict[str, Any] = {
         "as_of": summary.as_of.isoformat(),
@@ -295,7 +329,7 @@ def _header(part: RepeatFit, sha: str) -> list[str]:
     return [
         "# funnelsim scenario written by `funnelsim fit --transactions`.",
         f"# Repeat purchases fitted to {Path(part.tx.source).name} as of {part.summary.as_of} "
-        f"({e['customers']:,} customers, {e['repeat_buyers']:,} repeat buyers).",
+        f"({_count(e['customers'], 'customer')}, {_count(e['repeat_buyers'], 'repeat buyer')}).",
         "# The repeat section holds posterior means; each replication of `funnelsim run`",
         "# instead draws one joint sample from posterior.nc (so the forecast carries the",
         "# parameters' uncertainty). The existing customers are simulated from their own",
@@ -303,6 +337,10 @@ def _header(part: RepeatFit, sha: str) -> list[str]:
         "# leads: replace it with your own (or fit it from your CRM with --events).",
         "",
     ]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _placeholder_funnel(part: RepeatFit, months: int, currency: str) -> list[str]:
