@@ -297,3 +297,38 @@ def test_nuts_with_default_priors_agrees_with_the_mle(cdnow):
         assert abs(draws.mean() - value) <= draws.std(), name
         assert float(az.rhat(idata)[name]) <= 1.01, name
     assert np.isfinite(fit.loglik)
+
+
+def test_estimates_say_why_a_model_has_no_posterior_and_which_mle_did_not_converge():
+    """Without MCMC: a fake posterior of the BG/NBD and Gamma-Gamma parameters, a Pareto/NBD
+    MLE marked not converged."""
+    from types import SimpleNamespace
+
+    import xarray as xr
+
+    from funnelsim.fit.transactions import _estimates
+    from funnelsim.text import fit_text
+
+    def estimate(model, names, converged=True):
+        params = {n: 1.0 + i for i, n in enumerate(names)}
+        return mle.Estimate(model, params, -10.0, {n: 0.1 for n in names}, 5, converged)
+
+    counts = {
+        "bg_nbd": estimate("bg_nbd", ("r", "alpha", "a", "b")),
+        "pareto_nbd": estimate("pareto_nbd", ("r", "alpha", "s", "beta"), converged=False),
+    }
+    spend = estimate("gamma_gamma", ("p", "q", "gamma"))
+    draws = np.random.default_rng(1).gamma(2.0, size=(2, 50))
+    names = ("r", "alpha", "a", "b", "p", "q", "gamma")
+    posterior = xr.Dataset({n: (("chain", "draw"), draws) for n in names})
+    summary = SimpleNamespace(as_of=AS_OF, x=np.array([0, 1, 2, 0, 3]))
+    e = _estimates(counts, "bg_nbd", spend, SimpleNamespace(posterior=posterior), summary, "week")
+    bg, pareto = e["models"]["bg_nbd"], e["models"]["pareto_nbd"]
+    assert "posterior_mean" in bg["parameters"]["r"] and "posterior" not in bg
+    assert "posterior_mean" not in pareto["parameters"]["r"]  # the BG/NBD r is not Pareto's
+    assert "--model bg_nbd" in pareto["posterior"]
+    assert bg["mle_converged"] is True and pareto["mle_converged"] is False
+    text = fit_text(SimpleNamespace(estimates=e, diagnostics="", holdout=None))
+    assert "pareto_nbd: posterior not sampled" in text
+    assert "WARNING: pareto_nbd: the maximum-likelihood fit did not converge" in text
+    assert "WARNING: bg_nbd" not in text
