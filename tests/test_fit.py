@@ -332,3 +332,25 @@ def test_estimates_say_why_a_model_has_no_posterior_and_which_mle_did_not_conver
     assert "pareto_nbd: posterior not sampled" in text
     assert "WARNING: pareto_nbd: the maximum-likelihood fit did not converge" in text
     assert "WARNING: bg_nbd" not in text
+
+
+def test_a_pareto_fit_writes_a_scenario_that_runs(tmp_path):
+    """`fit --transactions --model pareto_nbd` on 300 CDNOW customers, then `run` on the
+    scenario it wrote, with the customers file of their histories (exit 0)."""
+    lines = CDNOW.read_text().splitlines()
+    keep = {f"{i:04d}" for i in range(1, 301)}
+    log = tmp_path / "tx.csv"
+    log.write_text("\n".join([lines[0], *(row for row in lines[1:] if row[:4] in keep)]) + "\n")
+    out = tmp_path / "fitted"
+    args = ["fit", "--transactions", str(log), "--as-of", "1997-09-30", "--model", "pareto_nbd"]
+    args += ["--allow-zero-amounts", "--allow-duplicates", "--draws", "200", "--tune", "200"]
+    result = CliRunner().invoke(main, [*args, "--accept-warnings", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    scenario = yaml.safe_load((out / "scenario.yaml").read_text())
+    assert scenario["repeat"]["model"] == "pareto_nbd"
+    assert scenario["existing_customers"] == {"file": "customers.csv"}
+    ran = CliRunner().invoke(
+        main, ["run", str(out / "scenario.yaml"), "-n", "20", "--workers", "1"]
+    )
+    assert ran.exit_code == 0, ran.output
+    assert "from repeat purchases" in ran.output
