@@ -16,8 +16,10 @@ simulated time. The models:
   renews at each anniversary of its close date with probability 1 − θ.
 
 Existing customers from a file are simulated conditional on their own history: alive with
-the BG/NBD probability P(alive | x, t_x, T), and then with the posterior λ ~ Gamma(r + x,
-α + T), p ~ Beta(a, b + x) and, given their mean spend, ν ~ Gamma(q + p·x, γ + x·z̄).
+the model's probability P(alive | x, t_x, T), and then with the posterior λ ~ Gamma(r + x,
+α + T), p ~ Beta(a, b + x) (BG/NBD) or μ ~ Gamma(s, β + T) (Pareto/NBD: given alive at T,
+the likelihood of λ and μ is λ^x e^(−λT) · e^(−μT), so both posteriors are Gamma and
+independent) and, given their mean spend, ν ~ Gamma(q + p·x, γ + x·z̄).
 
 New customers are simulated here with NumPy, vectorized per cohort, from each customer's own
 key (so a customer keeps its draws when other parts of a scenario change). Existing BG/NBD
@@ -166,7 +168,7 @@ def simulate_cohort(
 ) -> Life:
     """Repeat purchases of customers starting at ``start`` (days) until ``horizon``.
 
-    ``history`` (BG/NBD) holds each customer's x, t_x and T in days and mean spend.
+    ``history`` holds each customer's x, t_x and T in days and mean spend.
     Subscribers renew on the anniversaries of ``start``, by the calendar when ``origin``
     (the date of day 0) is given.
     """
@@ -179,7 +181,7 @@ def simulate_cohort(
     if history is not None:
         x = history["x"]
         t_x, age = history["t_x"] / unit, history["T"] / unit
-        active = draws.uniform(_ALIVE) < bg_nbd_p_alive(model, x, t_x, age)
+        active = draws.uniform(_ALIVE) < p_alive(model, x, t_x, age)
     shape = model.r if x is None else model.r + x
     rate = model.alpha if age is None else model.alpha + age
     bg_nbd = isinstance(model, BGNBD)
@@ -188,7 +190,8 @@ def simulate_cohort(
         end = np.full(n, horizon)  # of a customer's purchases in the horizon
         until = np.where(active, np.inf, start)
     else:
-        mu = draws.gamma(model.s, _DROPOUT) / model.beta / unit
+        mu = draws.gamma(model.s, _DROPOUT) / (model.beta if age is None else model.beta + age)
+        mu /= unit
         lifetime = start - np.log(draws.uniform(_DIE)) / mu
         end = np.minimum(horizon, lifetime)
         until = np.where(active, lifetime, start)
@@ -394,6 +397,34 @@ def bg_nbd_p_alive(model: BGNBD, x, t_x, age) -> np.ndarray:
         )
     odds = np.where(x > 0, np.exp(np.minimum(log_odds, 700.0)), 0.0)
     return 1.0 / (1.0 + odds)
+
+
+def pareto_nbd_p_alive(model: ParetoNBD, x, t_x, age) -> np.ndarray:
+    """P(alive | x, t_x, T) of the Pareto/NBD (Fader & Hardie 2005, "A note on deriving the
+    Pareto/NBD model", eq. 18): the alive term of the likelihood over the likelihood,
+    Γ(r + x) α^r β^s / (Γ(r) (α + T)^(r + x) (β + T)^s) / L; t_x and T in the model's unit."""
+    from scipy.special import gammaln
+
+    from funnelsim.fit.repeat import pareto_nbd_loglik
+
+    r, alpha, s, beta = model.r, model.alpha, model.s, model.beta
+    x, t_x, age = (np.asarray(v, dtype=float) for v in (x, t_x, age))
+    log_alive = (
+        gammaln(r + x)
+        - gammaln(r)
+        + r * np.log(alpha)
+        + s * np.log(beta)
+        - (r + x) * np.log(alpha + age)
+        - s * np.log(beta + age)
+    )
+    return np.minimum(np.exp(log_alive - pareto_nbd_loglik(r, alpha, s, beta, x, t_x, age)), 1.0)
+
+
+def p_alive(model, x, t_x, age) -> np.ndarray:
+    """P(alive | x, t_x, T) of a BG/NBD or Pareto/NBD model; t_x and T in its unit."""
+    if isinstance(model, ParetoNBD):
+        return pareto_nbd_p_alive(model, x, t_x, age)
+    return bg_nbd_p_alive(model, x, t_x, age)
 
 
 def bg_nbd_conditional_purchases(model: BGNBD, t, x, t_x, age) -> np.ndarray:
@@ -620,30 +651,35 @@ def _existing_buyers(model, count: int, history, cal, rng) -> Existing:
             spend.gamma if gamma_gamma else 0.0,
         ]
     )
-    hist = None
+    groups: list = [(count, params, None)]
     if history is not None:
         x = np.asarray(history.repeat_purchases, dtype=float)
-        t_x, age = history.recency_days / unit, history.age_days / unit
-        alive = np.asarray(bg_nbd_p_alive(model, x, t_x, age), dtype=float)
-        hist = (x, np.asarray(age, dtype=float), np.asarray(history.mean_spend, float), alive)
+        t_x = np.asarray(history.recency_days, dtype=float) / unit
+        age = np.asarray(history.age_days, dtype=float) / unit
+        alive = np.asarray(p_alive(model, x, t_x, age), dtype=float)
+        mean = np.asarray(history.mean_spend, dtype=float)
+        groups = [(count, params, (x, age, mean, alive))]
+        if pareto:
+            groups = list(_by_age(params, x, age, mean, alive))
     periods = cal.periods
-    out = np.zeros(3 * periods + 2)
+    out = np.zeros(3 * periods + 2)  # the kernel adds each group's customers to it
     table = np.ascontiguousarray(cal._day_period, dtype=np.int64)
     survival = None if pareto else _beta_geometric_survival(float(model.a), float(model.b))
     bit_generator = rng.bit_generator
     with bit_generator.lock:
-        _cohort.simulate(
-            bit_generator.capsule,
-            int(pareto),
-            int(gamma_gamma),
-            count,
-            params,
-            hist,
-            float(cal.horizon),
-            table,
-            out,
-            survival,
-        )
+        for n, group_params, hist in groups:
+            _cohort.simulate(
+                bit_generator.capsule,
+                int(pareto),
+                int(gamma_gamma),
+                n,
+                group_params,
+                hist,
+                float(cal.horizon),
+                table,
+                out,
+                survival,
+            )
     purchases, revenue = out[:periods], out[periods : 2 * periods]
     ended, began = out[2 * periods : 3 * periods + 1], float(out[-1])
     if not gamma_gamma:  # purchases are exchangeable: each period's sum of iid values
@@ -654,6 +690,20 @@ def _existing_buyers(model, count: int, history, cal, rng) -> Existing:
         )
     active_start = began - np.concatenate(([0.0], np.cumsum(ended[: periods - 1])))
     return Existing(purchases, revenue, began, ended, active_start)
+
+
+def _by_age(params: np.ndarray, x, age, mean, alive):
+    """Pareto/NBD customers with histories, one group per age T: the kernel draws μ ~
+    Gamma(s, β) with one β, and a customer alive at T has μ ~ Gamma(s, β + T)."""
+    ages, group = np.unique(age, return_inverse=True)
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(ages.size + 1))
+    for k, t in enumerate(ages.tolist()):
+        rows = order[bounds[k] : bounds[k + 1]]
+        shifted = params.copy()
+        shifted[6] += t  # β + T
+        hist = tuple(np.ascontiguousarray(v[rows]) for v in (x, age, mean, alive))
+        yield rows.size, shifted, hist
 
 
 def replication_models(funnel, rep_keys: np.ndarray) -> list | None:

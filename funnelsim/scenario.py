@@ -1233,11 +1233,14 @@ def _check_money(s: Scenario) -> Iterable[Problem]:
             "existing_customers",
             "needs a repeat section: existing customers matter only for their repeat purchases",
         )
-    if isinstance(s.existing_customers, ExistingFile) and not isinstance(s.repeat, BGNBD):
+    if isinstance(s.existing_customers, ExistingFile) and not isinstance(
+        s.repeat, (BGNBD, ParetoNBD)
+    ):
         yield Problem(
             "existing_customers -> file",
-            "a customers file (purchase histories) works with repeat model bg_nbd; with "
-            f"{getattr(s.repeat, 'model', 'this model')} give existing_customers: {{count: N}}",
+            "a customers file (purchase histories) works with repeat models bg_nbd and "
+            f"pareto_nbd; with {getattr(s.repeat, 'model', 'this model')} give "
+            "existing_customers: {count: N}",
         )
 
 

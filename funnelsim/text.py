@@ -466,6 +466,14 @@ def _repeat_text(e: dict[str, Any]) -> str:
     out.append(
         _table(["model", "parameter", "MLE", "se", "posterior mean [5%, 95%]"], rows, left=2)
     )
+    for model, block in e["models"].items():
+        if "posterior" in block:
+            out.append(f"  {model}: posterior {block['posterior']}")
+        if block.get("mle_converged") is False:
+            out.append(
+                f"  WARNING: {model}: the maximum-likelihood fit did not converge; its MLE "
+                "and se are not trustworthy"
+            )
     return "\n".join(out)
 
 

@@ -386,3 +386,72 @@ def test_existing_customers_with_histories_follow_the_conditional_expectation(tm
     alive = bg_nbd_p_alive(model, x, t_x / 7, age / 7).sum()  # at the start
     ok, message = within(np.array([e.began for e in out]), float(alive))
     assert ok, message
+
+
+def test_pareto_customers_with_histories_follow_the_conditional_expectation(tmp_path):
+    """Pareto/NBD customers from a file: each (x, t_x, T) group's purchases by the end of
+    months 2 and 12 against E[Y(t) | x, t_x, T] (Fader & Hardie 2005, eq. 25), and the
+    customers alive at the start against P(alive | x, t_x, T)."""
+    from funnelsim.customers import pareto_nbd_p_alive
+    from funnelsim.fit.holdout import pareto_nbd_conditional_purchases
+    from funnelsim.scenario import ParetoNBD, scenario_from_dict
+
+    repeat = {**PARETO, "spend": CDNOW["spend"]}
+    model = ParetoNBD.model_validate(repeat)
+    per_group = 400
+    rows = ["customer_id,repeat_purchases,recency_days,age_days"]
+    rows += [
+        f"c{g}_{j},{x},{t_x},{age}"
+        for g, (x, t_x, age) in enumerate(HISTORIES)
+        for j in range(per_group)
+    ]
+    (tmp_path / "customers.csv").write_text("\n".join(rows) + "\n")
+    data = {**BASE, **NO_LEADS, "repeat": repeat, "existing_customers": {"file": "customers.csv"}}
+    scenario = scenario_from_dict(data, source=tmp_path / "s.yaml")
+    cal, out = existing(scenario)
+    purchases = np.cumsum([e.purchases for e in out], axis=1)
+    params = model.model_dump()
+    for month in (1, 11):
+        weeks = cal.edges[month + 1] / 7
+        expected = sum(
+            per_group * float(pareto_nbd_conditional_purchases(params, weeks, x, t_x / 7, a / 7))
+            for x, t_x, a in HISTORIES
+        )
+        ok, message = within(purchases[:, month], expected)
+        assert ok, f"purchases by the end of month {month + 1}: {message}"
+        assert not within(purchases[:, month], 1.05 * expected)[0]  # it can fail
+    alive = sum(
+        per_group * float(pareto_nbd_p_alive(model, x, t_x / 7, a / 7)) for x, t_x, a in HISTORIES
+    )
+    ok, message = within(np.array([e.began for e in out]), alive)
+    assert ok, message
+
+
+@pytest.mark.parametrize("history", [(1, 70, 200), (3, 100, 300), (6, 250, 270), (2, 10, 10)])
+def test_pareto_history_groups_follow_the_conditional_expectation(history):
+    """One (x, t_x, T) group at a time (the NumPy path of :func:`simulate_cohort`): the
+    purchases in (T, T + t] against E[Y(t) | x, t_x, T], and the share alive at the start
+    against P(alive | x, t_x, T)."""
+    from funnelsim.customers import pareto_nbd_p_alive
+    from funnelsim.fit.holdout import pareto_nbd_conditional_purchases
+    from funnelsim.scenario import ParetoNBD
+
+    model = ParetoNBD.model_validate({**PARETO, "spend": 1.0})
+    x, t_x, age = history
+    n, days = 50_000, 182.0
+    h = {
+        "x": np.full(n, float(x)),
+        "t_x": np.full(n, float(t_x)),
+        "T": np.full(n, float(age)),
+        "spend": np.full(n, np.nan),
+    }
+    draws = customers._Stream(np.random.default_rng(11), n)
+    life = customers.simulate_cohort(model, np.zeros(n), days, draws, history=h)
+    counts = np.bincount(life.customer, minlength=n)
+    expected = float(
+        pareto_nbd_conditional_purchases(model.model_dump(), days / 7, x, t_x / 7, age / 7)
+    )
+    ok, message = within(counts, expected)
+    assert ok, message
+    p = float(pareto_nbd_p_alive(model, x, t_x / 7, age / 7))
+    assert abs(life.active.mean() - p) <= 4 * math.sqrt(p * (1 - p) / n), (life.active.mean(), p)

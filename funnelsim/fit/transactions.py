@@ -33,6 +33,10 @@ from funnelsim.forecast import write_atomically
 from funnelsim.scenario import DAYS_PER_UNIT
 
 RHAT_MAX = 1.01
+NOT_SAMPLED = (
+    "not sampled: NUTS runs for the count model the scenario uses (--model {model}); "
+    "this one has its maximum-likelihood estimate only (fit with --model to sample it)"
+)
 ESS_MIN = 400
 
 
@@ -184,6 +188,18 @@ def fit_repeat(
     spend_fit = mle.fit_gamma_gamma(spend_x, spend) if (spend_x > 0).sum() >= 3 else None
     idata = _sample(model, x, t_x, age, spend_x, spend, spend_fit, draws, tune, chains, seed, cores)
     diagnostics, ok = diagnose(idata.posterior, idata)
+    if model == "pareto_nbd":
+        note, accurate = _series_check(idata.posterior, x, t_x, age)
+        diagnostics, ok = diagnostics + "\n" + note, ok and accurate
+    fits = {**counts, **({"gamma_gamma": spend_fit} if spend_fit is not None else {})}
+    unconverged = [m for m, fit in fits.items() if not fit.converged]
+    if unconverged:
+        diagnostics += (
+            "\nWARNING: the maximum-likelihood fit of "
+            + ", ".join(unconverged)
+            + " did not converge (no interior maximum with a negligible Newton step): its MLE "
+            "and standard errors are not trustworthy"
+        )
     estimates = _estimates(counts, model, spend_fit, idata, summary, unit)
     holdout = None
     if holdout_until is not None:
@@ -215,6 +231,30 @@ def _sample(model, x, t_x, age, spend_x, spend, spend_fit, draws, tune, chains, 
         dim="model",
     ).any("model")
     return az.InferenceData(posterior=posterior, sample_stats=stats)
+
+
+SERIES_ERROR_MAX = 1e-6
+
+
+def _series_check(posterior, x, t_x, age) -> tuple[str, bool]:
+    """The Pareto/NBD likelihood that NUTS used (a fixed series, exact for z ≤ 0.5) against
+    SciPy's, at the draws with α and β furthest apart (where z = |α − β| / max(α, β) nears 1
+    and the series falls short): the largest difference per customer."""
+    from funnelsim.fit import bayes
+
+    alpha = posterior["alpha"].values.reshape(-1)
+    beta = posterior["beta"].values.reshape(-1)
+    z = np.abs(alpha - beta) / np.maximum(alpha, beta)
+    worst = np.argsort(z)[-3:]
+    flat = {n: posterior[n].values.reshape(-1) for n in bayes.COUNT_PARAMETERS["pareto_nbd"]}
+    error = max(bayes.series_error({n: v[j] for n, v in flat.items()}, x, t_x, age) for j in worst)
+    if error <= SERIES_ERROR_MAX:
+        return f"Pareto/NBD series: at most {error:.1e} from SciPy's log-likelihood", True
+    return (
+        f"WARNING: the Pareto/NBD likelihood used by NUTS is off by up to {error:.1e} per "
+        "customer (α and β far apart in the posterior): do not trust its posterior",
+        False,
+    )
 
 
 def diagnose(posterior, idata) -> tuple[str, bool]:
@@ -290,12 +330,16 @@ def _estimates(counts, model, spend_fit, idata, summary, unit) -> dict[str, Any]
             if posterior and name in idata.posterior:
                 entry.update(posterior_summary(idata.posterior[name].values.reshape(-1)))
             params[name] = entry
-        return {
+        out = {
             "parameters": params,
             "loglik_at_mle": fit.loglik,
             "loglik_time_unit": unit,  # the likelihood of times in this unit (a density)
             "customers": fit.n,
+            "mle_converged": bool(fit.converged),
         }
+        if not posterior:
+            out["posterior"] = NOT_SAMPLED.format(model=model)
+        return out
 
     out: dict[str, Any] = {
         "as_of": summary.as_of.isoformat(),
