@@ -10,14 +10,13 @@ correlation over customers.
 from __future__ import annotations
 
 from datetime import date
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from scipy.special import gammaln
 
-from funnelsim.customers import bg_nbd_conditional_purchases
+from funnelsim.customers import bg_nbd_conditional_purchases, pareto_nbd_p_alive
 from funnelsim.fit import io
-from funnelsim.fit.repeat import pareto_nbd_loglik
 from funnelsim.scenario import BGNBD, DAYS_PER_UNIT
 
 GROUPS = 8  # frequencies 0..6 and 7+
@@ -28,21 +27,13 @@ def pareto_nbd_conditional_purchases(params: dict[str, float], t, x, t_x, age) -
     (r + x)(β + T) / ((α + T)(s − 1)) · [1 − ((β + T)/(β + T + t))^(s − 1)] times P(alive)."""
     r, alpha, s, beta = (params[k] for k in ("r", "alpha", "s", "beta"))
     x, t_x, age = (np.asarray(v, dtype=float) for v in (x, t_x, age))
-    log_alive = (
-        gammaln(r + x)
-        - gammaln(r)
-        + r * np.log(alpha)
-        + s * np.log(beta)
-        - (r + x) * np.log(alpha + age)
-        - s * np.log(beta + age)
-    )
-    p_alive = np.exp(log_alive - pareto_nbd_loglik(r, alpha, s, beta, x, t_x, age))
+    p_alive = pareto_nbd_p_alive(SimpleNamespace(r=r, alpha=alpha, s=s, beta=beta), x, t_x, age)
     if abs(s - 1) < 1e-9:
         expected = (r + x) * (beta + age) / (alpha + age) * np.log((beta + age + t) / (beta + age))
     else:
         ratio = (beta + age) / (beta + age + t)
         expected = (r + x) * (beta + age) / ((alpha + age) * (s - 1)) * (1 - ratio ** (s - 1))
-    return expected * np.minimum(p_alive, 1.0)
+    return expected * p_alive
 
 
 def holdout_check(tx, summary, fit, model: str, unit: str, until: date) -> dict[str, Any]:
