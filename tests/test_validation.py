@@ -90,6 +90,12 @@ def both(*changes: Change) -> Change:
     return change
 
 
+CUSTOMERS_FILE = both(  # a BG/NBD repeat model whose existing customers come from a file
+    put("repeat", {"model": "bg_nbd", "r": 0.2, "alpha": 4, "a": 0.8, "b": 2.4, "spend": 30}),
+    put("existing_customers", {"file": "customers.csv"}),
+)
+
+
 @dataclass(frozen=True)
 class Bad:
     """A bad input and the fragments its message must contain."""
@@ -912,12 +918,7 @@ CASES: dict[str, Bad] = {
     "customers_file_recency_after_age": Bad(
         "row 3",
         ("recency_days 50 is more than age_days 40",),
-        both(
-            put(
-                "repeat", {"model": "bg_nbd", "r": 0.2, "alpha": 4, "a": 0.8, "b": 2.4, "spend": 30}
-            ),
-            put("existing_customers", {"file": "customers.csv"}),
-        ),
+        CUSTOMERS_FILE,
         files={
             "customers.csv": (
                 "customer_id,repeat_purchases,recency_days,age_days\nc1,1,5,40\nc2,2,50,40\n"
@@ -928,12 +929,7 @@ CASES: dict[str, Bad] = {
     "customers_file_fractional_purchases": Bad(
         "row 2",
         ("repeat_purchases 1.5 is not a whole number",),
-        both(
-            put(
-                "repeat", {"model": "bg_nbd", "r": 0.2, "alpha": 4, "a": 0.8, "b": 2.4, "spend": 30}
-            ),
-            put("existing_customers", {"file": "customers.csv"}),
-        ),
+        CUSTOMERS_FILE,
         files={
             "customers.csv": "customer_id,repeat_purchases,recency_days,age_days\nc1,1.5,5,40\n"
         },
@@ -942,12 +938,7 @@ CASES: dict[str, Bad] = {
     "customers_file_unknown_column": Bad(
         "header",
         ("unknown column 'mean_spnd'", "did you mean 'mean_spend'"),
-        both(
-            put(
-                "repeat", {"model": "bg_nbd", "r": 0.2, "alpha": 4, "a": 0.8, "b": 2.4, "spend": 30}
-            ),
-            put("existing_customers", {"file": "customers.csv"}),
-        ),
+        CUSTOMERS_FILE,
         files={
             "customers.csv": (
                 "customer_id,repeat_purchases,recency_days,age_days,mean_spnd\nc1,1,5,40,20\n"
@@ -958,12 +949,7 @@ CASES: dict[str, Bad] = {
     "customers_file_missing_column": Bad(
         "",
         ("missing column(s) age_days",),
-        both(
-            put(
-                "repeat", {"model": "bg_nbd", "r": 0.2, "alpha": 4, "a": 0.8, "b": 2.4, "spend": 30}
-            ),
-            put("existing_customers", {"file": "customers.csv"}),
-        ),
+        CUSTOMERS_FILE,
         files={"customers.csv": "customer_id,repeat_purchases,recency_days\nc1,1,5\n"},
         source="customers.csv",
     ),
