@@ -662,6 +662,24 @@ _day = click.DateTime(formats=["%Y-%m-%d"])
     help="With --events: the CRM's name of the lost stage, e.g. 'Closed Lost'.",
 )
 @click.option(
+    "--losses",
+    "losses_mode",
+    type=click.Choice(["auto", "recorded", "silent"]),
+    default="auto",
+    show_default=True,
+    help="With --events: whether the CRM records losses. 'silent': leads that go nowhere "
+    "are never closed (a share of them is modelled as lost unrecorded); 'recorded': every "
+    "loss has its row; 'auto': decided per stage from the open leads far older than any "
+    "completed stay (a likelihood-ratio test), and reported.",
+)
+@click.option(
+    "--stale-after",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="DAYS",
+    help="With --events: a lead open longer than DAYS in a stage counts as lost at DAYS "
+    "(the CRM's 'rotting' rule); the scenario written carries the rule.",
+)
+@click.option(
     "--transactions",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Transaction log: customer_id,date,amount (CSV or Parquet).",
@@ -753,6 +771,8 @@ def fit(
     stages,
     won,
     lost,
+    losses_mode,
+    stale_after,
     transactions,
     columns,
     as_of,
@@ -791,8 +811,14 @@ def fit(
     if events is None:
         given = [
             f"--{n}"
-            for n, v in (("stages", stages), ("won", won), ("lost", lost))
-            if v is not None and v != n
+            for n, v, default in (
+                ("stages", stages, None),
+                ("won", won, "won"),
+                ("lost", lost, "lost"),
+                ("losses", losses_mode, "auto"),
+                ("stale-after", stale_after, None),
+            )
+            if v is not None and v != default
         ]
         if given:
             raise BadInput(f"error: {given[0]}: only with --events")
@@ -826,6 +852,8 @@ def fit(
             won=won,
             lost=lost,
             lenient=lenient,
+            losses_mode=losses_mode,
+            stale_after=stale_after,
             transactions=None if transactions is None else {"path": transactions, **repeat_options},
         )
     else:

@@ -492,9 +492,16 @@ def events_fit_text(result) -> str:
         "  open by stage: "
         + ", ".join(f"{stage} {n:,}" for stage, n in e["open_by_stage"].items())
         + " (the scenario's opening pipeline)",
-        "",
-        "Where leads go next, by stage and channel (posterior mean [5%, 95%]):",
     ]
+    if e.get("stale_after_days") is not None:
+        out.append(
+            f"  stale after {e['stale_after_days']:g} days: a stay open longer is censored there "
+            "(its outcome hidden by the rule), and the scenario closes such leads as lost"
+        )
+    if e.get("losses"):
+        out += ["", "Losses by stage (silent: leads that go nowhere are never closed in the CRM):"]
+        out += [f"  {c['stage']}: {c['explanation']}" for c in e["losses"]]
+    out += ["", "Where leads go next, by stage and channel (posterior mean [5%, 95%]):"]
     rows = []
     for name, p in par.items():
         if name.startswith("p__"):

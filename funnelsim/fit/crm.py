@@ -153,9 +153,17 @@ def duration_label(history, choice: DurationChoice) -> str:
     return f"{history.stages[choice.stage]}__{outcome}"
 
 
+SILENT_LOSS = "silent_loss"  # the outcome nothing records (see funnelsim.fit.losses)
+
+
 def outcome_names(history) -> list[str]:
-    n = len(history.stages)
-    return [*history.stages, "won", "lost"][: n + 2]
+    """Names of the outcome codes: the stages, won, lost, then the silent loss."""
+    return [*history.stages, "won", "lost", SILENT_LOSS]
+
+
+def silent_code(history) -> int:
+    """The outcome code of a silent loss (after won and lost)."""
+    return len(history.stages) + 2
 
 
 def stage_outcomes(history) -> dict[int, list[int]]:
@@ -164,6 +172,15 @@ def stage_outcomes(history) -> dict[int, list[int]]:
     return {
         s: sorted(np.unique(history.stay_outcome[done & (history.stay_stage == s)]).tolist())
         for s in range(len(history.stages))
+    }
+
+
+def fitted_outcomes(history, silent: frozenset[int] = frozenset()) -> dict[int, list[int]]:
+    """Per stage, the outcomes the model gives it: those recorded and, for the stages in
+    ``silent``, the silent loss (last)."""
+    return {
+        s: ks + [silent_code(history)] if s in silent else ks
+        for s, ks in stage_outcomes(history).items()
     }
 
 
@@ -190,8 +207,9 @@ class TransitionLayout:
     free: int
 
     @classmethod
-    def of(cls, history) -> TransitionLayout:
-        fitted = {s: ks for s, ks in stage_outcomes(history).items() if len(ks) >= 2}
+    def of(cls, history, silent: frozenset[int] = frozenset()) -> TransitionLayout:
+        outcomes = fitted_outcomes(history, silent)
+        fitted = {s: ks for s, ks in outcomes.items() if len(ks) >= 2}
         channels = len(history.channels)
         widest = max((len(ks) for ks in fitted.values()), default=2)
         rows = len(fitted) * (1 + channels)
@@ -258,20 +276,28 @@ def _transitions(pm, pt, layout: TransitionLayout):
     return log_x
 
 
-def build_model(history, durations: list[DurationChoice], arrival_fits=None):
+def build_model(
+    history,
+    durations: list[DurationChoice],
+    arrival_fits=None,
+    silent: frozenset[int] = frozenset(),
+):
     """The joint model of transitions, times in stage (with the open stays censored),
-    deal values and (optionally) arrivals."""
+    deal values and (optionally) arrivals. The stages in ``silent`` have a silent loss
+    among their outcomes, whose survival is 1 at every age: an open stay of age a adds
+    log(q + Σ_k p_k S_k(a)) (:mod:`funnelsim.fit.losses`)."""
     import pymc as pm
     import pytensor.tensor as pt
 
-    outcomes = stage_outcomes(history)
+    outcomes = fitted_outcomes(history, silent)
+    quiet = silent_code(history)
     channels = history.channels
     open_stay = history.stay_outcome < 0
     done = ~open_stay
     stay_channel = history.channel[history.stay_lead]
     # every parameter is constrained by its transform: no bounds to check at each step
     model = pm.Model(check_bounds=False)
-    layout = TransitionLayout.of(history)
+    layout = TransitionLayout.of(history, silent)
     with model:
         log_p = _transitions(pm, pt, layout)
         counts = np.zeros(layout.index.shape)
@@ -287,7 +313,9 @@ def build_model(history, durations: list[DurationChoice], arrival_fits=None):
         # only outcome of a stage that has one) and log 0 (padding)
         zero, impossible = layout.index.size, layout.index.size + 1
         log_p = pt.concatenate([log_p.ravel(), pt.as_tensor(np.array([0.0, -np.inf]))])
-        log_survival, where = _durations(pm, pt, history, durations, done, open_stay)
+        log_survival, where, never = _durations(pm, pt, history, durations, done, open_stay)
+        # one more slot: log S = 0, the silent loss's (it is never recorded, at any age)
+        log_survival = pt.concatenate([log_survival, pt.zeros(1)])
         rows = np.flatnonzero(open_stay)
         if rows.size:
             # each open stay: log Σ_k p_k S_k(age) over its stage's outcomes k, as one
@@ -300,7 +328,7 @@ def build_model(history, durations: list[DurationChoice], arrival_fits=None):
                 ks = outcomes[s]
                 for j, k in enumerate(ks):
                     p_index[i, j] = zero if len(ks) < 2 else layout.position(s, c, j)
-                    s_index[i, j] = where[(r, s, k)]
+                    s_index[i, j] = never if k == quiet else where[(r, s, k)]
             terms = log_p[p_index] + log_survival[s_index]
             pm.Potential("open_stays", pt.sum(pm.math.logsumexp(terms, axis=1)))
         _deal_values(pm, pt, history)
@@ -322,8 +350,8 @@ def build_model(history, durations: list[DurationChoice], arrival_fits=None):
 def _durations(pm, pt, history, durations, done, open_stay):
     """Times in stage: one vector of parameters per family; the completed stays' density by
     sufficient statistics (lognormal, gamma) or per stay (Weibull); the open stays'
-    log S(age), one vector for all of them (one call per family). Returns that vector and,
-    per (open stay, stage, outcome), the position of its log S in it."""
+    log S(age), one vector for all of them (one call per family). Returns that vector,
+    per (open stay, stage, outcome) the position of its log S in it, and its length."""
     families: dict[str, list[DurationChoice]] = {}
     for choice in durations:
         families.setdefault(choice.family, []).append(choice)
@@ -400,7 +428,7 @@ def _durations(pm, pt, history, durations, done, open_stay):
             survival.append(pm.logccdf(dist.dist(params[0][which], params[1][which]), age))
             size += len(stays)
     log_survival = pt.concatenate(survival) if survival else pt.zeros(1)
-    return log_survival, where
+    return log_survival, where, size if survival else 1
 
 
 def _deal_values(pm, pt, history) -> None:
@@ -420,16 +448,18 @@ def _deal_values(pm, pt, history) -> None:
     )
 
 
-def posterior_variables(idata, history, durations, arrival_fits, first_forecast_month):
+def posterior_variables(
+    idata, history, durations, arrival_fits, first_forecast_month, silent=frozenset()
+):
     """The posterior as the scalar variables the engines read (see the module docstring)."""
     import xarray as xr
 
     post = idata.posterior
     names = outcome_names(history)
-    outcomes = stage_outcomes(history)
+    outcomes = fitted_outcomes(history, silent)
     one = xr.ones_like(post["value_sigma"].isel({post["value_sigma"].dims[-1]: 0}, drop=True))
     out: dict[str, xr.DataArray] = {}
-    layout = TransitionLayout.of(history)
+    layout = TransitionLayout.of(history, silent)
     if layout.free:
         theta = post["transition_logits"]
         p = layout.probabilities(theta.values)  # (chain, draw, rows, widest)

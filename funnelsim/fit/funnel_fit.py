@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from funnelsim.fit import crm, events, io
+from funnelsim.fit import crm, events, io, losses
 from funnelsim.fit.arrivals import fit_arrivals, scenario_channel
 from funnelsim.fit.transactions import (
     FitResult,
@@ -59,12 +59,22 @@ def fit_events(
     months: int = 12,
     currency: str = "USD",
     transactions: dict[str, Any] | None = None,
+    losses_mode: str = "auto",
+    stale_after: float | None = None,
 ) -> FitResult:
     """Fit the funnel to a stage history and write the outputs.
 
-    ``transactions``, when given, holds the options of :func:`fit_repeat` (path and all),
-    whose fit joins the scenario.
+    ``losses_mode`` says whether the stages' losses are recorded, silent (never recorded:
+    the cure model of :mod:`funnelsim.fit.losses`) or, by default, decided per stage from
+    the evidence. ``stale_after`` (days) is the CRM's rule that a lead open longer than
+    that in a stage is lost then: the fit censors such stays there, and the scenario
+    carries the rule. ``transactions``, when given, holds the options of
+    :func:`fit_repeat` (path and all), whose fit joins the scenario.
     """
+    if losses_mode not in losses.CHOICES:
+        raise ValueError(f"--losses {losses_mode!r}: expected one of {', '.join(losses.CHOICES)}")
+    if stale_after is not None and not (0 < stale_after < 1e6):
+        raise ValueError(f"--stale-after {stale_after!r}: expected a number of days > 0")
     history = events.read_events(
         path, columns=columns, stages=stages, as_of=as_of, lenient=lenient, won=won, lost=lost
     )
@@ -80,7 +90,10 @@ def fit_events(
             allow_zero_amounts=t.get("allow_zero_amounts", False),
             allow_duplicates=t.get("allow_duplicates", False),
         )
-    durations = crm.choose_durations(history)
+    seen = history if stale_after is None else losses.with_stale_rule(history, stale_after)
+    durations = crm.choose_durations(seen)
+    loss_choices = losses.choose_losses(seen, durations, losses_mode)
+    silent = frozenset(s for s, c in enumerate(loss_choices) if c.silent)
     month_labels, counts, exposure = history.monthly_arrivals()
     arrivals = [
         fit_arrivals(channel, counts[c], exposure, month_labels)
@@ -91,15 +104,17 @@ def fit_events(
     from funnelsim.fit import bayes
 
     cores = cores or min(chains, os.cpu_count() or 1)
-    model = crm.build_model(history, durations, arrivals)
+    model = crm.build_model(seen, durations, arrivals, silent)
     idata = bayes.sample(
         model, draws=draws, tune=tune, chains=chains, seed=seed, cores=cores, from_mode=True
     )
     start = history.as_of + timedelta(days=1)
     first_month = f"{start.year:04d}-{start.month:02d}"
-    posterior = crm.posterior_variables(idata, history, durations, arrivals, first_month)
+    posterior = crm.posterior_variables(idata, seen, durations, arrivals, first_month, silent)
     diagnostics, ok = diagnose(posterior, idata)
     estimates = _estimates(history, durations, arrivals, posterior)
+    estimates["losses"] = [{**c.as_dict(), "explanation": losses.explain(c)} for c in loss_choices]
+    estimates["stale_after_days"] = stale_after
 
     repeat = None
     if transactions is not None:
@@ -124,7 +139,16 @@ def fit_events(
         "posterior.nc": lambda p: p.write_bytes(data),
         "open_leads.csv": lambda p: events.write_open_leads_csv(history, p),
         "scenario.yaml": _scenario_text(
-            history, durations, arrivals, estimates, sha, months, currency, repeat
+            history,
+            durations,
+            arrivals,
+            estimates,
+            sha,
+            months,
+            currency,
+            repeat,
+            silent=silent,
+            stale_after=stale_after,
         ),
     }
     skipped_reasons = {f"{why} (events)": n for why, n in history.skipped_reasons.items()}
@@ -235,9 +259,21 @@ def _dist(family: str, params: dict[str, float]) -> str:
     return f"{{dist: {family}, {fields}}}"
 
 
-def _scenario_text(history, durations, arrivals, estimates, sha, months, currency, repeat) -> str:
+def _scenario_text(
+    history,
+    durations,
+    arrivals,
+    estimates,
+    sha,
+    months,
+    currency,
+    repeat,
+    *,
+    silent=frozenset(),
+    stale_after=None,
+) -> str:
     names = crm.outcome_names(history)
-    outcomes = crm.stage_outcomes(history)
+    outcomes = crm.fitted_outcomes(history, silent)
     start = history.as_of + timedelta(days=1)
     first_month = f"{start.year:04d}-{start.month:02d}"
     lines = [
@@ -247,6 +283,15 @@ def _scenario_text(history, durations, arrivals, estimates, sha, months, currenc
         "# Numbers below are posterior means; each replication of `funnelsim run` instead draws",
         "# one joint sample from posterior.nc, so the forecast carries the parameters'",
         "# uncertainty. The opening pipeline is every lead open on the fit's as-of date.",
+        *(
+            [
+                "# silent_loss: the share of leads that leave a stage with nothing recorded (the",
+                "# CRM never records these losses); an open lead of age a is presumed silently",
+                "# lost with weight q / (q + sum of p_k S_k(a)).",
+            ]
+            if silent
+            else []
+        ),
         "",
         "version: 1",
         f"name: Funnel fitted as of {history.as_of}",
@@ -298,6 +343,8 @@ def _scenario_text(history, durations, arrivals, estimates, sha, months, currenc
             for k in ks
         }
         lines.append(f"    next: {_probabilities(pooled)}   # the channels' average")
+        if stale_after is not None:
+            lines.append(f"    stale_after: {stale_after:g}   # days, then lost (--stale-after)")
         lines.append("    channels:")
         for channel in history.channels:
             mine = {names[k]: _mean(estimates, f"p__{stage}__{channel}__{names[k]}") for k in ks}

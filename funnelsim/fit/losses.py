@@ -1,0 +1,233 @@
+"""Does a CRM record a stage's losses? The silent-loss (cure) model against the recorded one.
+
+Many CRMs never record a loss: a lead that goes nowhere simply stays "open". Read as open,
+such a lead is censored, and a model whose only outcomes are those recorded concludes that
+every open lead will move on or win, eventually (the fitted time in stage stretches to
+absorb the dead leads). The delayed-feedback model of conversion (Chapelle, "Modeling
+delayed feedback in display advertising", KDD 2014) adds the possibility that nothing is
+ever recorded: in a stage with recorded outcomes k (probabilities p_k, times in stage with
+survival S_k) and a silent-loss probability q, Σ p_k + q = 1,
+
+* a completed stay to outcome k after d days adds log p_k + log f_k(d);
+* a stay still open at age a adds log(q + Σ_k p_k S_k(a)).
+
+The signal is the open leads far older than the completed stays: with q = 0 they can only
+be explained by long times in stage, which the completed stays contradict.
+
+Per stage, pooled over channels, both models are fitted by maximum likelihood over the
+outcome probabilities and the stage's times in stage (the families chosen on the completed
+stays); the likelihood-ratio statistic LR = 2(ℓ_silent − ℓ_recorded) is referred to its
+null distribution with q on the boundary, ½χ²₀ + ½χ²₁ (Self and Liang, JASA 1987), and the
+stage's losses are modelled as silent when the p-value is below ``ALPHA``. The choice is
+*silent* (no loss recorded), *partly recorded* (some losses recorded, and evidence of
+silent ones) or *recorded*.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import optimize, special
+from scipy import stats as sps
+
+from funnelsim.fit.crm import DurationChoice, stage_outcomes
+
+# p-value below which a stage's losses are modelled as (partly) silent. The errors are not
+# alike: a silent loss the fit misses makes every dead lead a future win (forecasts several
+# times too high), while one it adds where there is none is estimated near 0 by the data.
+ALPHA = 0.01
+CHOICES = ("recorded", "silent", "auto")  # --losses
+
+
+@dataclass(frozen=True)
+class LossChoice:
+    """How one stage's losses are modelled, and the evidence."""
+
+    stage: str
+    choice: str  # "recorded", "silent" or "partly recorded"
+    how: str  # "auto" (by the test) or "--losses"
+    recorded_losses: int  # completed stays that went to lost
+    completed_stays: int
+    open_stays: int
+    longest_completed_days: float  # the longest completed stay (days)
+    open_older_than_longest: int  # open stays older than that
+    silent_share: float  # q at the silent model's maximum likelihood (pooled over channels)
+    likelihood_ratio: float  # 2 (ℓ_silent − ℓ_recorded)
+    p_value: float
+
+    @property
+    def silent(self) -> bool:
+        return self.choice != "recorded"
+
+    def as_dict(self) -> dict:
+        return {k: _finite(v) for k, v in asdict(self).items()}
+
+
+def _finite(v):
+    return round(float(v), 6) if isinstance(v, float) and math.isfinite(v) else v
+
+
+def choose_losses(history, durations: list[DurationChoice], mode: str = "auto") -> list[LossChoice]:
+    """Per stage, whether its losses are modelled as silent: by the likelihood-ratio test
+    (``mode="auto"``), or as ``--losses`` says (``"recorded"``, ``"silent"``)."""
+    outcomes = stage_outcomes(history)
+    out = []
+    for s, stage in enumerate(history.stages):
+        here = history.stay_stage == s
+        done = here & (history.stay_outcome >= 0)
+        open_ = here & (history.stay_outcome < 0)
+        completed = history.stay_days[done]
+        longest = float(completed.max()) if completed.size else 0.0
+        ll0, ll1, q = _likelihoods(history, s, outcomes[s], [d for d in durations if d.stage == s])
+        lr = max(2.0 * (ll1 - ll0), 0.0)
+        p_value = 0.5 * float(sps.chi2.sf(lr, 1)) if lr > 0 else 1.0
+        silent = p_value < ALPHA if mode == "auto" else mode == "silent"
+        recorded = int((history.stay_outcome[done] == history.lost).sum())
+        choice = "recorded" if not silent else "partly recorded" if recorded else "silent"
+        out.append(
+            LossChoice(
+                stage=stage,
+                choice=choice,
+                how="auto" if mode == "auto" else "--losses",
+                recorded_losses=recorded,
+                completed_stays=int(done.sum()),
+                open_stays=int(open_.sum()),
+                longest_completed_days=longest,
+                open_older_than_longest=int((history.stay_days[open_] > longest).sum()),
+                silent_share=q,
+                likelihood_ratio=lr,
+                p_value=p_value,
+            )
+        )
+    return out
+
+
+def explain(choice: LossChoice) -> str:
+    """One line a planner can read: the choice and its evidence."""
+    older = (
+        f"{choice.open_older_than_longest:,} of {choice.open_stays:,} open leads are older than "
+        f"the longest completed stay ({choice.longest_completed_days:,.0f} days)"
+    )
+    p = f"p {choice.p_value:.2g}" if choice.p_value >= 1e-16 else "p < 1e-16"
+    test = f"LR {choice.likelihood_ratio:,.1f}, {p}"
+    if choice.how != "auto":
+        return f"{choice.choice} (--losses); {older}"
+    if choice.silent:
+        return (
+            f"{choice.choice}: {older}; about {choice.silent_share:.0%} of leads leave "
+            f"unrecorded ({test}; silent below p {ALPHA})"
+        )
+    return f"recorded: {older}; no evidence of unrecorded losses ({test})"
+
+
+# ------------------------------------------------------------------ the two likelihoods
+
+
+def _log_sf(family: str, d: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """log S(d) of a family at log-parameters θ (as crm._log_pdf: lognormal (log median,
+    log sigma), gamma and Weibull (log shape, log scale))."""
+    a, b = theta
+    if family == "lognormal":
+        return sps.norm.logsf((np.log(d) - a) / math.exp(b))
+    if family == "gamma":
+        return np.log(np.maximum(special.gammaincc(math.exp(a), d / math.exp(b)), 1e-300))
+    return -((d / math.exp(b)) ** math.exp(a))
+
+
+def _log_pdf(family: str, d: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    from funnelsim.fit.crm import _log_pdf as log_pdf
+
+    return log_pdf(family, np.log(d), d, np.asarray(theta)[None, :])[0]
+
+
+def _start(choice: DurationChoice) -> np.ndarray:
+    m = choice.mle
+    if choice.family == "lognormal":
+        return np.log([m["median"], m["sigma"]])
+    if choice.family == "gamma":
+        return np.log([m["shape"], m["mean"] / m["shape"]])
+    return np.log([m["shape"], m["scale"]])
+
+
+def _likelihoods(history, s: int, ks: list[int], durations: list[DurationChoice]):
+    """(ℓ recorded, ℓ silent, q̂) of stage ``s`` at their maxima; (0, 0, 0) when no stay is
+    open (nothing can tell the models apart)."""
+    here = history.stay_stage == s
+    done = here & (history.stay_outcome >= 0)
+    ages = np.maximum(history.stay_days[here & (history.stay_outcome < 0)], 1e-6)
+    if not ages.size or not ks or not durations:
+        return 0.0, 0.0, 0.0
+    outcome = history.stay_outcome[done]
+    days = np.maximum(history.stay_days[done], 1e-6)
+    counts = np.array([(outcome == k).sum() for k in ks], dtype=float)
+    # which duration each outcome uses: its own, or the stage's one
+    if durations[0].outcome is None:
+        group_of = [0] * len(ks)
+    else:
+        group_of = [next(i for i, d in enumerate(durations) if d.outcome == k) for k in ks]
+    theta0 = np.concatenate([_start(d) for d in durations])
+    n_dur = theta0.size
+
+    def neg(params: np.ndarray, silent: bool) -> float:
+        theta = params[:n_dur].reshape(-1, 2)
+        z = np.concatenate([params[n_dur:], [0.0]])  # logits: outcomes (… then silent), last 0
+        log_p = z - special.logsumexp(z)
+        total = float(counts @ log_p[: len(ks)])
+        for g, d in enumerate(durations):
+            m = np.isin(outcome, [k for k, gg in zip(ks, group_of, strict=True) if gg == g])
+            if m.any():
+                total += float(_log_pdf(d.family, days[m], theta[g]).sum())
+        terms = [
+            log_p[j] + _log_sf(durations[g].family, ages, theta[g]) for j, g in enumerate(group_of)
+        ]
+        if silent:
+            terms.append(np.full(ages.size, log_p[-1]))
+        total += float(special.logsumexp(np.vstack(terms), axis=0).sum())
+        return -total if math.isfinite(total) else 1e300
+
+    shares = (counts + 0.5) / (counts + 0.5).sum()
+    z0 = np.log(shares[:-1] / shares[-1]) if len(ks) > 1 else np.zeros(0)
+    fit0 = _minimise(lambda x: neg(x, False), np.concatenate([theta0, z0]))
+    # silent: the recorded outcomes' logits relative to the silent one (the last, fixed at 0)
+    start1 = np.concatenate([fit0.x[:n_dur], np.log(shares / 0.1)])
+    fit1 = _minimise(lambda x: neg(x, True), start1)
+    ll0, ll1 = -fit0.fun, max(-fit1.fun, -fit0.fun)
+    z = np.concatenate([fit1.x[n_dur:], [0.0]])
+    q = float(np.exp(z[-1] - special.logsumexp(z)))
+    return ll0, ll1, q if ll1 > ll0 else 0.0
+
+
+def _minimise(f, x0):
+    best = optimize.minimize(f, x0, method="Nelder-Mead" if x0.size <= 2 else "L-BFGS-B")
+    # polish with Nelder-Mead from the gradient method's end (the log S terms can be flat)
+    again = optimize.minimize(f, best.x, method="Nelder-Mead", options={"maxiter": 4000})
+    return again if again.fun < best.fun else best
+
+
+# ------------------------------------------------------------------ the stale rule
+
+
+STALE_TOLERANCE_DAYS = 2 / 86_400  # a rule's close written to the second
+
+
+def with_stale_rule(history, days: float):
+    """The history as the model sees it under a CRM's rule that closes a lead as lost after
+    ``days`` days in a stage (Pipedrive's "rotting" deals): a stay open longer, or closed
+    as lost at ``days`` (the rule's own close), has lasted at least ``days`` with an
+    outcome the rule hid, so it is censored at ``days``. Stays that moved on or were lost
+    by hand earlier keep their outcome. The leads themselves are unchanged (the open
+    pipeline still lists every open lead; the scenario's ``stale_after`` closes those
+    older than ``days`` on the forecast's first day)."""
+    import dataclasses
+
+    outcome = history.stay_outcome.copy()
+    stay_days = history.stay_days.copy()
+    by_rule = (outcome == history.lost) & (stay_days >= days - STALE_TOLERANCE_DAYS)
+    stale = (outcome < 0) & (stay_days > days)
+    outcome[by_rule] = -1
+    stay_days[by_rule | stale] = days
+    outcome.setflags(write=False)
+    stay_days.setflags(write=False)
+    return dataclasses.replace(history, stay_outcome=outcome, stay_days=stay_days)
