@@ -99,7 +99,7 @@ def fit_events(
     first_month = f"{start.year:04d}-{start.month:02d}"
     posterior = crm.posterior_variables(idata, history, durations, arrivals, first_month)
     diagnostics, ok = diagnose(posterior, idata)
-    diagnostics = "".join(_fixed_value_notes(history)) + diagnostics
+    diagnostics = "".join(_fixed_value_notes(history) + _history_notes(history)) + diagnostics
     estimates = _estimates(history, durations, arrivals, posterior)
 
     repeat = None
@@ -181,6 +181,25 @@ def _fixed_value_notes(history) -> list[str]:
         for channel, value in crm.fixed_values(history).items()
         if value is not None
     ]
+
+
+def _history_notes(history) -> list[str]:
+    """Lines on what the history lacks: months of the export without any lead (gaps), and
+    losses when no lead was ever recorded lost."""
+    notes = [
+        f"arrivals: no lead at all in {month}: read as a gap in the export, that month is "
+        "left out of the arrivals' fit\n"
+        for month in history.export_gaps()
+    ]
+    closed = history.outcome != events.OPEN_OUTCOME
+    if closed.any() and not (history.outcome == events.LOST_OUTCOME).any():
+        notes.append(
+            f"no lead in the history is lost: if the CRM does not record losses (leads that "
+            f"go nowhere just stop), the {int((~closed).sum()):,} open leads include them and "
+            "the fit counts them as still open (name the lost stage with --lost if it has "
+            "another name)\n"
+        )
+    return notes
 
 
 def _join(posterior, other):
