@@ -67,6 +67,7 @@ class Case:
     exit_codes: tuple[int, ...] = (0, 3)
     message: tuple[str, ...] = ()
     extra: tuple[str, ...] = ()  # further CLI options
+    says: tuple[str, ...] = ()  # words a fit's report must contain (what it noticed)
 
 
 @cache
@@ -106,14 +107,14 @@ def _lose(row: Row) -> Row:
 def equal_values(path: Path) -> Case:
     """Every won deal is worth exactly 5,000: a fixed price list, no spread to fit (sigma 0)."""
     _write(path, [(*r[:4], "5000.00") if r[2] == "won" else r for r in _base_rows()])
-    return Case()
+    return Case(says=("channel web: every won deal is worth 5,000, a fixed value",))
 
 
 def one_channel_equal_values(path: Path) -> Case:
     """The partner channel's deals are all worth 12,000 (a fixed fee), web's vary."""
     rows = [(*r[:4], "12000") if r[2] == "won" and r[1] == "partner" else r for r in _base_rows()]
     _write(path, rows)
-    return Case()
+    return Case(says=("channel partner: every won deal is worth 12,000, a fixed value",))
 
 
 def channel_without_wins(path: Path) -> Case:
@@ -233,14 +234,14 @@ def month_without_leads(path: Path) -> Case:
         for r in rows_of
     ]
     _write(path, rows)
-    return Case()
+    return Case(says=("no lead at all in 2026-02: read as a gap in the export",))
 
 
 def no_recorded_losses(path: Path) -> Case:
     """The CRM records no losses: every ``lost`` row is missing, leads that go nowhere just
     stop (they look open, ever older)."""
     _write(path, [r for r in _base_rows() if r[2] != "lost"])
-    return Case()
+    return Case(says=("no lead in the history is lost",))
 
 
 def values_missing_but_one(path: Path) -> Case:

@@ -49,6 +49,8 @@ def test_the_fit_survives(name, tmp_path):
         assert not out.exists()
         return
     assert not NAN.search(result.output), result.output
+    for words in case.says:
+        assert words in result.output, result.output
     written = {f: (out / f).read_text() for f in ("estimates.json", "diagnostics.txt")}
     written["scenario.yaml"] = (out / "scenario.yaml").read_text()
     for file, text in written.items():
