@@ -27,7 +27,8 @@ terms as one gather per duration family.
 
 Posterior variables are named as the scenario's fields, for :mod:`funnelsim.engine.common`:
 ``p__<stage>__<channel>__<outcome>``, ``duration__<stage>__<outcome>__<field>`` (``all``
-for a single duration), ``value__<channel>__median|sigma`` and
+for a single duration), ``value__<channel>__median|sigma`` (none for a channel whose won
+deals are all worth the same: :func:`fixed_values`) and
 ``arrivals__<channel>__leads_per_month|growth_per_month|season_<m>|k``.
 """
 
@@ -121,10 +122,25 @@ def _waic(family: str, days: np.ndarray, theta: np.ndarray, seed: int = 0) -> fl
         return float(az.waic(data, scale="deviance").elpd_waic)
 
 
+MIN_DISTINCT_STAYS = 3  # distinct completed stays needed to tell the families apart
+
+
 def choose_durations(history) -> list[DurationChoice]:
     """Per stage, per-outcome durations where every outcome has enough completed stays,
-    else one; for each, the family with the lowest WAIC (computed by ArviZ; AIC beside it)."""
-    choices = []
+    else one; for each, the family with the lowest WAIC (computed by ArviZ; AIC beside it).
+
+    Stays with fewer than ``MIN_DISTINCT_STAYS`` distinct lengths (one completed stay, or all
+    of them equally long) cannot tell the families apart and have a degenerate maximum
+    likelihood (a spike: sigma 0, shape infinite): they get a gamma, whose shape's prior
+    keeps the posterior proper, starting at their mean with shape 1 (an exponential); no
+    WAIC or AIC. A family whose maximum likelihood fails is left out of the comparison."""
+    return [_choose_family(s, k, history.stay_days[m]) for s, k, m in _duration_groups(history)]
+
+
+def _duration_groups(history) -> list[tuple[int, int | None, np.ndarray]]:
+    """The groups of completed stays that get one time in stage each: (stage, outcome or
+    None for the whole stage, mask of the stays)."""
+    groups = []
     done = history.stay_outcome >= 0
     for s in range(len(history.stages)):
         here = done & (history.stay_stage == s)
@@ -132,19 +148,50 @@ def choose_durations(history) -> list[DurationChoice]:
         per_outcome = outcomes.size > 1 and all(
             (history.stay_outcome[here] == k).sum() >= MIN_PER_OUTCOME for k in outcomes
         )
-        groups = [(int(k), here & (history.stay_outcome == k)) for k in outcomes]
-        if not per_outcome:
-            groups = [(None, here)]
-        for k, m in groups:
-            days = history.stay_days[m]
-            if days.size < 3:
-                days = np.concatenate([days, np.full(3 - days.size, max(days.mean(), 1.0))])
-            fits = {f: _fit_family(f, days) for f in FAMILIES}
-            aic = {f: 4.0 - 2.0 * fit[0] for f, fit in fits.items()}
-            waic = {f: _waic(f, days, fit[2]) for f, fit in fits.items()}
-            best = min(waic, key=waic.get)
-            choices.append(DurationChoice(s, k, best, waic, aic, fits[best][1], int(m.sum())))
-    return choices
+        if per_outcome:
+            groups += [(s, int(k), here & (history.stay_outcome == k)) for k in outcomes]
+        else:
+            groups.append((s, None, here))
+    return groups
+
+
+def constant_durations(history) -> list[tuple[int, int | None, float, int]]:
+    """The groups of at least ``MIN_PER_OUTCOME`` completed stays (as :func:`choose_durations`
+    groups them) that all lasted the same time, within a relative 1e-9: (stage, outcome or
+    None, days, stays). No family with a spread fits them (the posterior runs off to a
+    spike)."""
+    out = []
+    for s, k, m in _duration_groups(history):
+        d = np.maximum(history.stay_days[m], 0.0)
+        if d.size >= MIN_PER_OUTCOME and np.ptp(d) <= FIXED_VALUE_TOLERANCE * d.max():
+            out.append((s, k, float(d.max()), int(d.size)))
+    return out
+
+
+def _choose_family(stage: int, outcome: int | None, days: np.ndarray) -> DurationChoice:
+    """The family with the lowest WAIC on one group of completed stays (days)."""
+    n = int(days.size)
+    d = np.maximum(days, 1e-6)
+    if np.unique(d).size < MIN_DISTINCT_STAYS:
+        mean = float(d.mean()) if n else 1.0
+        return DurationChoice(stage, outcome, "gamma", {}, {}, {"mean": mean, "shape": 1.0}, n)
+    fits = {}
+    for family in FAMILIES:
+        try:
+            with np.errstate(all="ignore"):
+                fit = _fit_family(family, days)
+        except (ValueError, RuntimeError, FloatingPointError, np.linalg.LinAlgError):
+            continue
+        if np.isfinite(fit[0]) and np.all(np.isfinite(fit[2])):
+            fits[family] = fit
+    if not fits:
+        return DurationChoice(
+            stage, outcome, "gamma", {}, {}, {"mean": float(d.mean()), "shape": 1.0}, n
+        )
+    aic = {f: 4.0 - 2.0 * fit[0] for f, fit in fits.items()}
+    waic = {f: _waic(f, days, fit[2]) for f, fit in fits.items()}
+    best = min(fits, key=lambda f: waic[f] if np.isfinite(waic[f]) else np.inf)
+    return DurationChoice(stage, outcome, best, waic, aic, fits[best][1], n)
 
 
 def duration_label(history, choice: DurationChoice) -> str:
@@ -431,17 +478,100 @@ def _durations(pm, pt, history, durations, done, open_stay):
     return log_survival, where, size if survival else 1
 
 
-def _deal_values(pm, pt, history) -> None:
-    """Lognormal deal values per channel, by sufficient statistics of the won values."""
+FIXED_VALUE_TOLERANCE = 1e-9  # relative spread of a channel's won values read as one price
+MIN_VALUES_FOR_SPREAD = 3  # won values a channel needs to fit its own sigma
+NO_VALUES_PRIOR_SIGMA = 0.5  # prior sd of log median for a channel without a won value
+
+
+def won_values(history) -> list[np.ndarray]:
+    """Per channel, the deal values of its won leads (finite and positive), in the log's
+    currency."""
     won = (history.outcome == 1) & np.isfinite(history.value) & (history.value > 0)
-    stats = []
-    for c in range(len(history.channels)):
-        v = history.value[won & (history.channel == c)]
-        logs = np.log(v) if v.size else np.zeros(0)
-        stats.append((v.size, logs.sum(), (logs**2).sum(), np.median(v) if v.size else 1.0))
-    n, s1, s2, guess = (np.array(x, dtype=float) for x in zip(*stats, strict=True))
-    median = pm.LogNormal("value_median", mu=np.log(guess), sigma=2.0, shape=len(n))
-    sigma = pm.HalfNormal("value_sigma", sigma=2.0, shape=len(n))
+    return [history.value[won & (history.channel == c)] for c in range(len(history.channels))]
+
+
+def fixed_values(history) -> dict[str, float | None]:
+    """Per channel, its deal value when every won deal of it is worth the same (at least two,
+    equal within a relative 1e-9: a price list, no spread to fit), else None."""
+    out: dict[str, float | None] = {}
+    for channel, v in zip(history.channels, won_values(history), strict=True):
+        same = v.size >= 2 and v.max() - v.min() <= FIXED_VALUE_TOLERANCE * v.max()
+        out[channel] = float(np.median(v)) if same else None
+    return out
+
+
+@dataclass(frozen=True)
+class ValueLayout:
+    """How each channel's deal value (lognormal: median, sigma) is modelled.
+
+    ``median_index[c]``: the channel's position in the sampled ``value_median`` vector, or -1
+    when its median is a constant ``median[c]`` (a fixed value). ``sigma_index[c]``: its
+    position in the sampled ``value_sigma``, or -1 when its sigma is the constant
+    ``sigma[c]``: 0 for a fixed value; for a channel with fewer than
+    ``MIN_VALUES_FOR_SPREAD`` won values (a funnel-shaped posterior otherwise), the pooled
+    spread of the log values around their channel's mean, over the channels with two or more
+    values not fixed (1 when there is none).
+    ``median[c]`` is otherwise the prior's guess: the channel's median won value, or for a
+    channel without one, the median of every won value (1 when there is none at all)."""
+
+    median_index: np.ndarray
+    sigma_index: np.ndarray
+    median: np.ndarray
+    sigma: np.ndarray
+    n: np.ndarray  # won values per channel
+
+    @classmethod
+    def of(cls, history) -> ValueLayout:
+        values = won_values(history)
+        fixed = list(fixed_values(history).values())
+        every = np.concatenate(values)
+        pooled_median = float(np.median(every)) if every.size else 1.0
+        spread = [
+            np.log(v) - np.log(v).mean()
+            for v, f in zip(values, fixed, strict=True)
+            if v.size >= 2 and f is None
+        ]
+        squares = sum(float((r**2).sum()) for r in spread)
+        dof = sum(r.size - 1 for r in spread)
+        pooled_sigma = math.sqrt(squares / dof) if dof else 1.0
+        n = np.array([v.size for v in values])
+        median = np.array(
+            [
+                f if f is not None else np.median(v) if v.size else pooled_median
+                for f, v in zip(fixed, values, strict=True)
+            ],
+            dtype=float,
+        )
+        sampled = np.array([f is None for f in fixed])
+        median_index = np.where(sampled, np.cumsum(sampled) - 1, -1)
+        own = sampled & (n >= MIN_VALUES_FOR_SPREAD)
+        sigma_index = np.where(own, np.cumsum(own) - 1, -1)
+        sigma = np.where(sampled, pooled_sigma, 0.0)
+        return cls(median_index, sigma_index, median, sigma, n)
+
+
+def _deal_values(pm, pt, history) -> None:
+    """Lognormal deal values per channel, by sufficient statistics of the won values (see
+    :class:`ValueLayout`: a fixed value is not sampled, a channel with few values borrows the
+    others' spread, one without any their median as its guess)."""
+    layout = ValueLayout.of(history)
+    values = won_values(history)
+    sampled = np.flatnonzero(layout.median_index >= 0)
+    if sampled.size == 0:
+        return
+    logs = [np.log(values[c]) for c in sampled]
+    n = layout.n[sampled].astype(float)
+    s1 = np.array([x.sum() for x in logs])
+    s2 = np.array([(x**2).sum() for x in logs])
+    spread = np.where(n > 0, 2.0, NO_VALUES_PRIOR_SIGMA)
+    median = pm.LogNormal(
+        "value_median", mu=np.log(layout.median[sampled]), sigma=spread, shape=sampled.size
+    )
+    sigma = pt.as_tensor(layout.sigma[sampled])
+    own = layout.sigma_index[sampled] >= 0
+    if own.any():
+        free = pm.HalfNormal("value_sigma", sigma=2.0, shape=int(own.sum()))
+        sigma = pt.set_subtensor(sigma[np.flatnonzero(own)], free)
     mu = pt.log(median)
     pm.Potential(
         "values", pt.sum(-n * pt.log(sigma) - (s2 - 2 * mu * s1 + n * mu**2) / (2 * sigma**2))
@@ -457,7 +587,11 @@ def posterior_variables(
     post = idata.posterior
     names = outcome_names(history)
     outcomes = fitted_outcomes(history, silent)
-    one = xr.ones_like(post["value_sigma"].isel({post["value_sigma"].dims[-1]: 0}, drop=True))
+    one = xr.DataArray(
+        np.ones((post.sizes["chain"], post.sizes["draw"])),
+        coords={"chain": post["chain"], "draw": post["draw"]},
+        dims=("chain", "draw"),
+    )
     out: dict[str, xr.DataArray] = {}
     layout = TransitionLayout.of(history, silent)
     if layout.free:
@@ -482,9 +616,15 @@ def posterior_variables(
             label = duration_label(history, choice)
             for field in choice.mle:
                 out[f"duration__{label}__{field}"] = _element(post[f"duration_{family}_{field}"], i)
+    values = ValueLayout.of(history)
     for c, channel in enumerate(history.channels):
-        out[f"value__{channel}__median"] = _element(post["value_median"], c)
-        out[f"value__{channel}__sigma"] = _element(post["value_sigma"], c)
+        i, j = values.median_index[c], values.sigma_index[c]
+        if i < 0:  # a fixed value: the scenario's own numbers (sigma 0), no draws
+            continue
+        out[f"value__{channel}__median"] = _element(post["value_median"], i)
+        out[f"value__{channel}__sigma"] = (
+            _element(post["value_sigma"], j) if j >= 0 else one * values.sigma[c]
+        )
     if arrival_fits:
         from funnelsim.fit.arrivals import posterior_channel
 

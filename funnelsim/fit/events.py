@@ -143,8 +143,21 @@ class CrmHistory:
 
         Returns the months ``YYYY-MM`` from ``start``'s to ``as_of``'s, the counts (channels ×
         months) and the exposure (months,): the share of each month's days from ``start`` to
-        ``as_of`` inclusive (below 1 for a partly observed first or last month).
+        ``as_of`` inclusive (below 1 for a partly observed first or last month), 0 for a month
+        read as a gap in the export (:meth:`export_gaps`).
         """
+        months, counts, exposure = self._monthly_arrivals()
+        return months, counts, np.where(_gaps(counts, exposure), 0.0, exposure)
+
+    def export_gaps(self) -> list[str]:
+        """The months ``YYYY-MM`` without a single new lead in any channel where the rest of
+        the history expects more than ``EXPORT_GAP_LEADS`` (a Poisson chance of none below
+        1e-6): read as a gap in the export, not as a month without leads, and left out of the
+        arrivals' fit."""
+        months, counts, exposure = self._monthly_arrivals()
+        return [m for m, gap in zip(months, _gaps(counts, exposure), strict=True) if gap]
+
+    def _monthly_arrivals(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         first = np.datetime64(self.start, "M")
         months = np.arange(first, np.datetime64(self.as_of, "M") + 1)
         day = np.datetime64(self.start, "D") + np.floor(self.arrived).astype("timedelta64[D]")
@@ -177,6 +190,20 @@ class CrmHistory:
                 strict=True,
             )
         ]
+
+
+EXPORT_GAP_LEADS = 14.0  # expected new leads above which a month without any is a gap
+
+
+def _gaps(counts: np.ndarray, exposure: np.ndarray) -> np.ndarray:
+    """Months without a new lead where the other months' rate expects more than
+    ``EXPORT_GAP_LEADS`` of them (exposure-weighted)."""
+    total = counts.sum(axis=0).astype(float)
+    busy = (total > 0) & (exposure > 0)
+    if not busy.any():
+        return np.zeros(total.size, dtype=bool)
+    rate = total[busy].sum() / exposure[busy].sum()  # leads per fully observed month
+    return (total == 0) & (rate * exposure > EXPORT_GAP_LEADS)
 
 
 # ---------------------------------------------------------------- reading the history

@@ -112,6 +112,7 @@ def fit_events(
     first_month = f"{start.year:04d}-{start.month:02d}"
     posterior = crm.posterior_variables(idata, seen, durations, arrivals, first_month, silent)
     diagnostics, ok = diagnose(posterior, idata)
+    diagnostics = "".join(_fixed_value_notes(history) + _history_notes(history)) + diagnostics
     estimates = _estimates(history, durations, arrivals, posterior)
     estimates["losses"] = [{**c.as_dict(), "explanation": losses.explain(c)} for c in loss_choices]
     estimates["stale_after_days"] = stale_after
@@ -185,6 +186,44 @@ def _check_fittable(history) -> None:
             f"{history.as_of}: its outcomes cannot be fitted (give a later --as-of; if the "
             "CRM calls its won and lost stages otherwise, name them with --won and --lost)"
         )
+    names = crm.outcome_names(history)
+    for s, k, days, n in crm.constant_durations(history):
+        which = f"stage {history.stages[s]}" + ("" if k is None else f" (to {names[k]})")
+        raise ValueError(
+            f"every one of the {n:,} completed stays in {which} lasted exactly {days:g} "
+            "days: a time in stage without any spread cannot be fitted (lognormal, gamma or "
+            "Weibull; the sampler would run off to a spike). Check that the export keeps the "
+            "real times a stage was entered"
+        )
+
+
+def _fixed_value_notes(history) -> list[str]:
+    """A line per channel whose won deals are all worth the same: said, not sampled."""
+    return [
+        f"deal value of channel {channel}: every won deal is worth {value:,.6g}, a fixed "
+        f"value (value__{channel}__sigma 0), not sampled\n"
+        for channel, value in crm.fixed_values(history).items()
+        if value is not None
+    ]
+
+
+def _history_notes(history) -> list[str]:
+    """Lines on what the history lacks: months of the export without any lead (gaps), and
+    losses when no lead was ever recorded lost."""
+    notes = [
+        f"arrivals: no lead at all in {month}: read as a gap in the export, that month is "
+        "left out of the arrivals' fit\n"
+        for month in history.export_gaps()
+    ]
+    closed = history.outcome != events.OPEN_OUTCOME
+    if closed.any() and not (history.outcome == events.LOST_OUTCOME).any():
+        notes.append(
+            f"no lead in the history is lost: if the CRM does not record losses (leads that "
+            f"go nowhere just stop), the {int((~closed).sum()):,} open leads include them and "
+            "the fit counts them as still open (name the lost stage with --lost if it has "
+            "another name)\n"
+        )
+    return notes
 
 
 def _join(posterior, other):
@@ -201,45 +240,77 @@ def _join(posterior, other):
 
 
 def _estimates(history, durations, arrivals, posterior) -> dict[str, Any]:
+    """The fit's numbers for estimates.json: a number that is not finite (the WAIC of a
+    family that cannot fit a stage's stays, the log rate of a channel without leads) is
+    written null, never NaN or Infinity."""
     names = crm.outcome_names(history)
-    return {
-        "as_of": history.as_of.isoformat(),
-        "history_start": history.start.isoformat(),
-        "leads": int(len(history)),
-        "open_leads": int((history.outcome == 0).sum()),
-        "open_by_stage": {
-            stage: int(((history.stay_outcome < 0) & (history.stay_stage == s)).sum())
-            for s, stage in enumerate(history.stages)
-        },
-        "stages": list(history.stages),
-        "channels": list(history.channels),
-        "durations": [
-            {
-                "stage": history.stages[d.stage],
-                "outcome": "all" if d.outcome is None else names[d.outcome],
-                "family": d.family,
-                "waic": d.waic,
-                "aic": d.aic,
-                "completed_stays": d.n,
-            }
-            for d in durations
-        ],
-        "arrivals": [
-            {
-                "channel": a.channel,
-                "family": a.family,
-                "trend": a.trend,
-                "seasonal": a.seasonal,
-                "choice": a.choice,
-                "mle": a.params,
-            }
-            for a in arrivals
-        ],
-        "parameters": {
-            name: posterior_summary(np.asarray(var.values).reshape(-1))
-            for name, var in posterior.data_vars.items()
-        },
-    }
+    fixed = crm.fixed_values(history)
+    return _finite(
+        {
+            "fixed_deal_values": {c: v for c, v in fixed.items() if v is not None},
+            "as_of": history.as_of.isoformat(),
+            "history_start": history.start.isoformat(),
+            "leads": int(len(history)),
+            "open_leads": int((history.outcome == 0).sum()),
+            "open_by_stage": {
+                stage: int(((history.stay_outcome < 0) & (history.stay_stage == s)).sum())
+                for s, stage in enumerate(history.stages)
+            },
+            "stages": list(history.stages),
+            "channels": list(history.channels),
+            "durations": [
+                {
+                    "stage": history.stages[d.stage],
+                    "outcome": "all" if d.outcome is None else names[d.outcome],
+                    "family": d.family,
+                    "waic": d.waic,
+                    "aic": d.aic,
+                    "completed_stays": d.n,
+                }
+                for d in durations
+            ],
+            "arrivals": [
+                {
+                    "channel": a.channel,
+                    "family": a.family,
+                    "trend": a.trend,
+                    "seasonal": a.seasonal,
+                    "choice": a.choice,
+                    "mle": a.params,
+                }
+                for a in arrivals
+            ],
+            "parameters": {
+                **{
+                    name: posterior_summary(np.asarray(var.values).reshape(-1))
+                    for name, var in posterior.data_vars.items()
+                },
+                **_fixed_value_parameters(fixed),
+            },
+        }
+    )
+
+
+def _fixed_value_parameters(fixed: dict[str, float | None]) -> dict[str, dict[str, float]]:
+    """The deal values that are fixed (no draws: the posterior leaves them to the scenario),
+    summarised as the sampled parameters are: median the value, sigma 0."""
+    out = {}
+    for channel, value in fixed.items():
+        if value is not None:
+            for field, x in (("median", value), ("sigma", 0.0)):
+                out[f"value__{channel}__{field}"] = posterior_summary(np.full(2, x))
+    return out
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float that is not finite, at any depth, replaced by None."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _mean(estimates, name: str) -> float:

@@ -259,22 +259,29 @@ def _series_check(posterior, x, t_x, age) -> tuple[str, bool]:
 
 def diagnose(posterior, idata) -> tuple[str, bool]:
     """R-hat, bulk ESS and divergences of the posterior's variables, and whether they pass
-    (R-hat <= 1.01, ESS >= 400, no divergences)."""
+    (R-hat <= 1.01, ESS >= 400, no divergences). A variable whose draws are all one number
+    (a fixed deal value, the one outcome of a stage) is reported as fixed at that number; one
+    whose R-hat or ESS cannot be computed (``n/a``) is poor."""
     import arviz as az
 
-    rhat = az.rhat(posterior)
-    ess = az.ess(posterior, method="bulk")
+    with np.errstate(invalid="ignore", divide="ignore"):  # constants: handled below
+        rhat = az.rhat(posterior)
+        ess = az.ess(posterior, method="bulk")
     stats = getattr(idata, "sample_stats", None)
     divergent = int(stats["diverging"].sum()) if stats is not None else 0
     lines = ["parameter" + " " * 40 + "r_hat   ess_bulk"]
     ok = divergent == 0
     for name in posterior.data_vars:
+        draws = np.asarray(posterior[name].values, dtype=float)
+        if draws.size and np.all(draws == draws.flat[0]):  # a constant: nothing to converge
+            lines.append(f"{name:<49}fixed at {draws.flat[0]:.6g}")
+            continue
         r, e = float(rhat[name]), float(ess[name])
         flag = ""
-        if not (r <= RHAT_MAX and e >= ESS_MIN):
+        if not (r <= RHAT_MAX and e >= ESS_MIN):  # NaN (e.g. draws not finite) fails too
             ok = False
             flag = "  <- poor"
-        lines.append(f"{name:<49}{r:>5.3f}{e:>11.0f}{flag}")
+        lines.append(f"{name:<49}{_number(r, '.3f'):>5}{_number(e, '.0f'):>11}{flag}")
     lines.append(f"divergent transitions: {divergent}")
     verdict = (
         "diagnostics good: R-hat <= 1.01, ESS >= 400, no divergences"
@@ -286,6 +293,11 @@ def diagnose(posterior, idata) -> tuple[str, bool]:
         )
     )
     return "\n".join([*lines, verdict]), ok
+
+
+def _number(x: float, spec: str) -> str:
+    """A diagnostic's value, or ``n/a`` when it cannot be computed (never ``nan``)."""
+    return format(x, spec) if np.isfinite(x) else "n/a"
 
 
 def diagnostic_problems(part: RepeatFit) -> list[str]:
