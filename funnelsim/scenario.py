@@ -1151,7 +1151,7 @@ def _check_duration(
         yield Problem(
             f"{where} -> {SILENT_LOSS}",
             f"{SILENT_LOSS} has no time in the stage (the lead leaves at once, with nothing "
-            f"recorded); got a duration {_dist_text(duration[SILENT_LOSS])}; expected none: "
+            f"recorded); got a duration {duration[SILENT_LOSS].describe()}; expected none: "
             "remove it",
         )
     outcomes = list((next_.dirichlet if isinstance(next_, Dirichlet) else next_).keys())
@@ -1172,14 +1172,6 @@ def _check_duration(
                 f"'{outcome}' is not an outcome of this stage{did_you_mean(outcome, outcomes)}; "
                 f"expected one of: {', '.join(outcomes)}",
             )
-
-
-def _dist_text(dist: Any) -> str:
-    """A duration as the scenario wrote it, e.g. ``{dist: exponential, mean: 3}`` or ``3``."""
-    data = dist.model_dump() if isinstance(dist, BaseModel) else dist
-    if isinstance(data, dict):
-        return "{" + ", ".join(f"{k}: {v}" for k, v in data.items()) + "}"
-    return f"{data}"
 
 
 def _edges(s: Scenario, channel: str) -> dict[str, set[str]]:
