@@ -366,3 +366,17 @@ def test_opening_leads_older_than_stale_after_are_lost_in_the_first_period(engin
     assert (closed[:, 0] == 40).all() and (closed[:, 1:] == 0).all()
     assert float(data.won.sum()) > 0 and float(data.lost.sum()) > 0
     assert float(data.open.sum()) == 0
+
+
+def test_trace_records_no_silent_loss():
+    """The DES's trace is the history a CRM would hold: wins and losses are recorded, silent
+    losses are not (their leads' last event is the entry into the stage they left)."""
+    scenario = build(months=6, channels={"web": {"leads_per_month": 200}}, stages=SILENT_LOOP)
+    funnel = compile_funnel(scenario)
+    key = int(streams.replication_keys(3, np.arange(1))[0])
+    trace = des.trace(funnel, key)
+    data = run(scenario, replications=1, seed=3, workers=1, engine="des").data
+    assert int((trace.stage == funnel.won).sum()) == int(data.won.sum())
+    assert int((trace.stage == funnel.lost).sum()) == int(data.lost.sum())
+    assert not (trace.stage == funnel.silent).any()
+    assert int(data.silent_lost.sum()) > 0

@@ -99,7 +99,8 @@ class Slots:
 class Trace:
     """Every stage entry and close of one replication's leads, in time order.
 
-    ``stage`` is a stage index, ``won`` or ``lost`` (the funnel's codes); ``value`` is the
+    ``stage`` is a stage index, ``won`` or ``lost`` (the funnel's codes); a silent loss is
+    not recorded (as in a CRM: the lead's last entry stays open); ``value`` is the
     lead's deal value (currency). Leads are numbered in arrival order, after the opening
     pipeline when it is traced (whose opening stays are not entries). With a sales team
     ``slots`` records the slots the leads took.
