@@ -70,6 +70,7 @@ from funnelsim.forecast import csv_text, stats, write_atomically
 from funnelsim.scenario import (
     AT_MOST_METRICS,
     LOST,
+    SILENT_LOSS,
     WON,
     Scenario,
     Target,
@@ -490,7 +491,7 @@ def _win_chances(scenario: Scenario) -> dict[str, dict[str, float]]:
         P, _, N = transition_matrices(funnel, c)
         p_won = N @ P[:, n]
         chances = {s: float(p_won[i]) for i, s in enumerate(funnel.stages)}
-        chances.update({WON: 1.0, LOST: 0.0})
+        chances.update({WON: 1.0, LOST: 0.0, SILENT_LOSS: 0.0})
         out[channel] = chances
     return out
 

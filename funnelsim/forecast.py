@@ -9,7 +9,10 @@ Metrics (per replication; per period or over the whole horizon):
 * ``cycle_days`` — mean days from arrival to won, of new leads won;
 * per stage: ``entered`` (entries, re-entries counted, the opening pipeline's first stay not),
   ``open_at_end``, ``days_in_stage`` (mean sampled days of the stays begun);
-* per channel: ``leads``, ``won``, ``lost``, ``revenue``.
+* per channel: ``leads``, ``won``, ``lost``, ``revenue``;
+* with silent losses (a stage lists ``silent_loss``): ``silent_lost`` — leads gone with
+  nothing recorded, in total, per stage (the stage they left) and per channel; not in
+  ``lost``, not open.
 
 Summaries give, over replications, the mean, the standard deviation and the 5th, 50th and
 95th percentiles (linear interpolation). Periods are calendar months, or quarters or years
@@ -37,6 +40,7 @@ from funnelsim.errors import InputError
 
 FUNNEL_METRICS = ("leads", "won", "lost", "revenue", "open_at_end", "cycle_days")
 STAGE_METRICS = ("entered", "open_at_end", "days_in_stage")
+SILENT_METRICS = ("silent_lost",)
 TEAM_METRICS = ("went_cold", "rep_utilization")
 TEAM_STAGE_METRICS = ("wait_days", "waited", "went_cold", "queue_at_end")
 CHANNEL_METRICS = ("leads", "won", "lost", "revenue")
@@ -60,11 +64,14 @@ ECONOMICS_METRICS = (
 )
 CHANNEL_ECONOMICS = ("marketing_cost", "cac", "cac_marketing")
 STOCKS = ("open", "queue", "active_customers")
-ALL_FUNNEL_METRICS = FUNNEL_METRICS + REPEAT_METRICS + TEAM_METRICS + ECONOMICS_METRICS
+ALL_FUNNEL_METRICS = (
+    FUNNEL_METRICS[:3] + SILENT_METRICS + FUNNEL_METRICS[3:]  # silent_lost beside lost
+) + (REPEAT_METRICS + TEAM_METRICS + ECONOMICS_METRICS)
 UNITS = {
     "leads": "leads",
     "won": "leads",
     "lost": "leads",
+    "silent_lost": "leads",
     "revenue": "currency",
     "open_at_end": "leads",
     "cycle_days": "days",
@@ -200,19 +207,20 @@ class Forecast:
     def _stats_of(self, tables: dict[str, dict[str, np.ndarray]], k: int) -> dict[str, Any]:
         """Statistics of period ``k`` (of :func:`_stats_tables`): funnel, stages, channels."""
         team = self.team_stages
+        silent = SILENT_METRICS if self.data.attrs.get("silent_loss") else ()
         return {
             "totals": {m: _pick(tables[m], k) for m in ALL_FUNNEL_METRICS if m in tables},
             "stages": {
                 s: {
                     m: _pick(tables[f"stage_{m}"], k, i)
-                    for m in STAGE_METRICS + (TEAM_STAGE_METRICS if s in team else ())
+                    for m in STAGE_METRICS + silent + (TEAM_STAGE_METRICS if s in team else ())
                 }
                 for i, s in enumerate(self.data.stage.values.tolist())
             },
             "channels": {
                 c: {
                     m: _pick(tables[f"channel_{m}"], k, i)
-                    for m in CHANNEL_METRICS + CHANNEL_ECONOMICS
+                    for m in CHANNEL_METRICS + silent + CHANNEL_ECONOMICS
                     if f"channel_{m}" in tables
                 }
                 for i, c in enumerate(self.data.channel.values.tolist())
@@ -438,6 +446,14 @@ def _metrics(raw: xr.Dataset, attrs: dict[str, Any]) -> xr.Dataset:
         "channel_lost": (rpc, v["lost"]),
         "channel_revenue": (rpc, v["revenue"]),
     }
+    if attrs.get("silent_loss"):
+        out.update(
+            {
+                "silent_lost": (rp, v["silent_lost"].sum(axis=2)),
+                "stage_silent_lost": (rps, v["silent_lost_by_stage"]),
+                "channel_silent_lost": (rpc, v["silent_lost"]),
+            }
+        )
     if "repeat_revenue" in v:
         new = v["revenue"] + v["first_payment"]
         repeat = v["repeat_revenue"].sum(axis=2) + v["existing_revenue"]

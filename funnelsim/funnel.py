@@ -4,7 +4,8 @@
 stages and their outcomes (union over channels), per-channel probabilities (fixed or
 Dirichlet), duration distributions per channel and outcome, the calendar of the horizon and
 each channel's daily arrival rate per period, and the opening pipeline. Outcome codes are
-stage indices ``0..S-1``, ``S`` for won and ``S+1`` for lost.
+stage indices ``0..S-1``, ``S`` for won, ``S+1`` for lost and ``S+2`` for silent_loss (a loss
+the CRM never records: no duration, ``dist_of`` −1).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from funnelsim.distributions import Fixed, _Dist
 from funnelsim.scenario import (
     DAYS_PER_MONTH,
     LOST,
+    SILENT_LOSS,
     WON,
     Dirichlet,
     Scenario,
@@ -104,8 +106,10 @@ class StageTable:
     probs: np.ndarray  # (C, K) mean probabilities (Dirichlet means for uncertain ones)
     source_of: np.ndarray  # (C,) index into `sources`: which probability spec a channel uses
     sources: tuple[tuple[int, np.ndarray | None], ...]  # (salt part, Dirichlet alpha or None)
-    dist_of: np.ndarray  # (C, K) index into `dists`, -1 where the outcome is impossible
+    dist_of: np.ndarray  # (C, K) index into `dists`, -1: impossible, or silent_loss
     dists: tuple[_Dist, ...]
+    # days after which a lead still in the stage is closed as lost (inf: never)
+    stale_after: float = float("inf")
 
     @property
     def uncertain(self) -> bool:
@@ -168,11 +172,23 @@ class Funnel:
     def lost(self) -> int:
         return len(self.stages) + 1
 
+    @property
+    def silent(self) -> int:
+        """The code of silent_loss: the lead leaves at once and no loss is recorded."""
+        return len(self.stages) + 2
+
+    @property
+    def has_silent_loss(self) -> bool:
+        """Whether some stage lists silent_loss (then forecasts have ``silent_lost``)."""
+        return any((t.targets == self.silent).any() for t in self.tables)
+
     def target_name(self, code: int) -> str:
         if code == self.won:
             return WON
         if code == self.lost:
             return LOST
+        if code == self.silent:
+            return SILENT_LOSS
         return self.stages[code]
 
     def mean_volume(self, c: int) -> float:
@@ -198,7 +214,7 @@ def compile_funnel(scenario: Scenario) -> Funnel:
     stages = tuple(scenario.stages)
     channels = tuple(scenario.channels)
     code = {name: i for i, name in enumerate(stages)}
-    code[WON], code[LOST] = len(stages), len(stages) + 1
+    code[WON], code[LOST], code[SILENT_LOSS] = len(stages), len(stages) + 1, len(stages) + 2
     tables = []
     for s_index, sname in enumerate(stages):
         sid = streams.stable_id(sname)
@@ -210,6 +226,9 @@ def compile_funnel(scenario: Scenario) -> Funnel:
         team = scenario.sales_team
         if team is not None and sname in team.stages and LOST not in outcomes:
             outcomes[LOST] = None  # a rep with skill below 1 loses some leads here
+        stale_after = scenario.stages[sname].stale_after
+        if stale_after is not None and LOST not in outcomes:
+            outcomes[LOST] = None  # leads that go stale here are lost
         names = list(outcomes)
         k_count = len(names)
         probs = np.zeros((len(channels), k_count))
@@ -242,7 +261,7 @@ def compile_funnel(scenario: Scenario) -> Funnel:
             duration = stage_duration(scenario, sname, cname)
             for k, n in enumerate(names):
                 dist = duration.get(n) if isinstance(duration, dict) else duration
-                if dist is None:
+                if dist is None or n == SILENT_LOSS:  # a silent loss takes no time
                     continue
                 key = (n if isinstance(duration, dict) else None, dist)
                 if key not in dist_keys:
@@ -260,6 +279,7 @@ def compile_funnel(scenario: Scenario) -> Funnel:
                 sources=tuple(sources),
                 dist_of=dist_of,
                 dists=tuple(dists),
+                stale_after=float("inf") if stale_after is None else float(stale_after),
             )
         )
     cal = make_calendar(scenario.start, scenario.months)

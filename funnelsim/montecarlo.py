@@ -143,6 +143,7 @@ def run(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "sales_team_stages": ",".join(scenario.sales_team.stages) if scenario.sales_team else "",
         "rep_months": float(funnel.team.rep_months.sum()) if funnel.team else 0.0,
+        "silent_loss": int(funnel.has_silent_loss),
     }
     arrays = tally.arrays()
     if scenario.costs is not None:

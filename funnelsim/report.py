@@ -296,6 +296,7 @@ _METRIC_NAMES = {
     "revenue_new": "new-customer revenue",
     "revenue_repeat": "repeat revenue",
     "won": "won deals",
+    "silent_lost": "leads presumed silently lost",
     "customers_new": "new customers",
     "marketing_cost": "marketing cost",
     "sales_cost": "sales cost",
@@ -406,8 +407,14 @@ def _funnel(forecast: Forecast, f: Numbers) -> str:
         "where the scenario has them.</p>"
     )
     intro = (
-        f"<p>Means over the simulated futures. {f.count(t['lost']['mean'])} leads are lost and "
-        f"{f.count(t['open_at_end']['mean'])} are still being worked at the end of the "
+        f"<p>Means over the simulated futures. {f.count(t['lost']['mean'])} leads are lost"
+        + (
+            f", {f.count(t['silent_lost']['mean'])} presumed silently lost (gone with "
+            "nothing recorded)"
+            if "silent_lost" in t
+            else ""
+        )
+        + f" and {f.count(t['open_at_end']['mean'])} are still being worked at the end of the "
         "horizon. Entries count every stay (a lead sent back to a stage counts again); "
         "deals open at the start are not new leads.</p>"
     )

@@ -43,9 +43,12 @@ from funnelsim.distributions import Distribution, _Dist
 from funnelsim.errors import InputError, Problem, did_you_mean, path_str, read_text
 from funnelsim.strict import Strict
 
-WON, LOST = "won", "lost"
-OUTCOME_WORDS = (WON, LOST)
-RESERVED_NAMES = frozenset({WON, LOST, "dirichlet", "file", "dist", "count", "channel"})
+WON, LOST, SILENT_LOSS = "won", "lost", "silent_loss"
+OUTCOME_WORDS = (WON, LOST, SILENT_LOSS)
+"""The outcomes that close a lead: won, lost, and a loss the CRM never records."""
+RESERVED_NAMES = frozenset(
+    {WON, LOST, SILENT_LOSS, "dirichlet", "file", "dist", "count", "channel"}
+)
 """Words that cannot name a stage (they are outcomes or schema keywords)."""
 
 PROBABILITY_TOLERANCE = 1e-9
@@ -196,9 +199,17 @@ class Stage(Strict):
     """A funnel stage: how long a lead stays (days) and where it goes next."""
 
     duration: Duration = Field(description="Days in the stage before its outcome.")
-    next: Next = Field(description="Outcomes: other stages, won, lost; probabilities sum to 1.")
+    next: Next = Field(
+        description="Outcomes: other stages, won, lost, silent_loss (leaves at once with "
+        "nothing recorded); probabilities sum to 1."
+    )
     channels: dict[str, ChannelOverride] = Field(
         default_factory=dict, description="Optional per-channel overrides of next/duration."
+    )
+    stale_after: Positive | None = Field(
+        default=None,
+        description="Days: a lead still in the stage after this long is closed as lost "
+        "(the CRM's rotting rule).",
     )
 
 
@@ -458,6 +469,7 @@ gone cold), or ``{at_least: x}`` / ``{at_most: x}``."""
 AT_MOST_METRICS = frozenset(
     {
         "lost",
+        "silent_lost",
         "cycle_days",
         "went_cold",
         "marketing_cost",
@@ -965,6 +977,16 @@ def outcome_probabilities(next_: Any) -> dict[str, float]:
     return dict(next_)
 
 
+def has_silent_loss(scenario: Scenario) -> bool:
+    """Whether some stage lists ``silent_loss`` among its outcomes (for some channel): then
+    a forecast has the metric ``silent_lost``."""
+    return any(
+        SILENT_LOSS in outcome_probabilities(stage_next(scenario, name, channel))
+        for name in scenario.stages
+        for channel in scenario.channels
+    )
+
+
 def stage_next(scenario: Scenario, stage: str, channel: str) -> Any:
     override = scenario.stages[stage].channels.get(channel)
     return override.next if override and override.next is not None else scenario.stages[stage].next
@@ -1012,6 +1034,11 @@ def _check(s: Scenario) -> Iterable[Problem]:
     for name in stages:
         if name in RESERVED_NAMES:
             yield Problem(f"stages -> {name}", f"'{name}' is reserved and cannot name a stage")
+    if SILENT_LOSS in channels:
+        yield Problem(
+            f"channels -> {SILENT_LOSS}",
+            f"'{SILENT_LOSS}' is reserved (an outcome) and cannot name a channel",
+        )
     for kind, names in (("stages", stages), ("channels", channels)):
         for name in names:
             if "." in name or not name.strip():
@@ -1105,7 +1132,7 @@ def _check_next(next_: Any, where: str, targets: list[str]) -> Iterable[Problem]
             yield Problem(
                 f"{where} -> {outcome}",
                 f"unknown outcome '{outcome}'{did_you_mean(outcome, targets)}; "
-                "expected a stage, won or lost",
+                "expected a stage, won, lost or silent_loss",
             )
     if not isinstance(next_, Dirichlet):
         total = sum(probs.values())
@@ -1120,9 +1147,16 @@ def _check_duration(
     duration must belong to an outcome)."""
     if not isinstance(duration, dict):
         return
+    if SILENT_LOSS in duration:
+        yield Problem(
+            f"{where} -> {SILENT_LOSS}",
+            f"{SILENT_LOSS} has no time in the stage (the lead leaves at once, with nothing "
+            f"recorded); got a duration {duration[SILENT_LOSS].describe()}; expected none: "
+            "remove it",
+        )
     outcomes = list((next_.dirichlet if isinstance(next_, Dirichlet) else next_).keys())
     for outcome in outcomes:
-        if outcome not in duration:
+        if outcome != SILENT_LOSS and outcome not in duration:
             yield Problem(
                 where,
                 f"has no duration for outcome '{outcome}'; with per-outcome durations every "
@@ -1132,7 +1166,7 @@ def _check_duration(
     if extra_ok:
         return
     for outcome in duration:
-        if outcome not in outcomes:
+        if outcome not in outcomes and outcome != SILENT_LOSS:
             yield Problem(
                 f"{where} -> {outcome}",
                 f"'{outcome}' is not an outcome of this stage{did_you_mean(outcome, outcomes)}; "
@@ -1396,10 +1430,13 @@ def total_metrics(s: Scenario) -> list[str]:
         ECONOMICS_METRICS,
         FUNNEL_METRICS,
         REPEAT_METRICS,
+        SILENT_METRICS,
         TEAM_METRICS,
     )
 
     names = list(FUNNEL_METRICS)
+    if has_silent_loss(s):
+        names += SILENT_METRICS
     if s.repeat is not None:
         names += REPEAT_METRICS
     if s.sales_team is not None:
@@ -1839,17 +1876,24 @@ def _check_pipeline_ages(s: Scenario) -> Iterable[Problem]:
 
 
 def survival_weights(s: Scenario, stage: str, channel: str, age: float) -> dict[str, float]:
-    """P(outcome k | still in ``stage`` after ``age`` days) ∝ p_k · S_k(age) (unnormalised)."""
+    """P(outcome k | still in ``stage`` after ``age`` days) ∝ p_k · S_k(age) (unnormalised;
+    S = 1 for silent_loss: a lead still open may have been lost silently)."""
     probs = outcome_probabilities(stage_next(s, stage, channel))
     duration = stage_duration(s, stage, channel)
     weights = {}
     for outcome, p in probs.items():
+        if outcome == SILENT_LOSS:
+            weights[outcome] = p
+            continue
         dist = duration[outcome] if isinstance(duration, dict) else duration
         weights[outcome] = p * (float(dist.sf(age)) if age > 0 else 1.0)
     return weights
 
 
 def _can_still_be_open(s: Scenario, stage: str, channel: str, age: float) -> bool:
+    stale_after = s.stages[stage].stale_after
+    if stale_after is not None and age >= stale_after:
+        return True  # stale: lost on the start date
     return sum(survival_weights(s, stage, channel, age).values()) > 0
 
 

@@ -81,6 +81,8 @@ def funnel_text(scenario: Scenario) -> str:
             stay = "; ".join(f"{k}: {d.describe()}" for k, d in duration.items())
         else:
             stay = duration.describe()
+        if stage.stale_after is not None:
+            stay += f"; lost when stale after {stage.stale_after:g}"
         rows.append([name, stay, "-> " + outcomes])
         for cname, override in stage.channels.items():
             o_probs = outcome_probabilities(override.next) if override.next is not None else probs
@@ -97,6 +99,7 @@ def funnel_text(scenario: Scenario) -> str:
     referral = funnel.referral
     out += ["", "Expected per new lead, eventually (absorbing Markov chain, no horizon):"]
     rows = []
+    silent = funnel.has_silent_loss
     for c, cname in enumerate(funnel.channels):
         e = channel_expectations(funnel, c)
         visits = " / ".join(f"{v:.2f}" for v in e.visits.values())
@@ -105,6 +108,7 @@ def funnel_text(scenario: Scenario) -> str:
                 cname,
                 number(leads[c]) if referral is None or not referral[c] else "word of mouth",
                 f"{100 * e.p_won:.1f}%",
+                *([f"{100 * e.p_silent_lost:.1f}%"] if silent else []),
                 days(e.days_to_close_won),
                 number(e.deal_value),
                 number(e.revenue_per_lead),
@@ -117,6 +121,7 @@ def funnel_text(scenario: Scenario) -> str:
                 "channel",
                 f"leads in {scenario.months} mo",
                 "P(won)",
+                *(["P(silently lost)"] if silent else []),
                 "days to win",
                 f"deal value ({cur})",
                 f"revenue/lead ({cur})",
@@ -161,7 +166,8 @@ def funnel_text(scenario: Scenario) -> str:
         out += [
             "",
             f"Opening pipeline: {count(int(p['leads']), 'open lead')}; expected eventual wins "
-            f"{p['won']:,.1f}, revenue {cur} {p['revenue']:,.0f}",
+            f"{p['won']:,.1f}, revenue {cur} {p['revenue']:,.0f}"
+            + (f"; presumed silently lost {p['silent_lost']:,.1f}" if silent else ""),
         ]
     return "\n".join(out)
 
@@ -206,6 +212,7 @@ _LABELS = {
     "leads": "new leads",
     "won": "won",
     "lost": "lost",
+    "silent_lost": "presumed silently lost",
     "revenue": "revenue",
     "revenue_new": "  from new customers (first purchase)",
     "revenue_repeat": "  from repeat purchases",
@@ -273,6 +280,7 @@ def forecast_text(summary: dict[str, Any]) -> str:
     out.append(_table(["", "mean", "P5", "P50", "P95"], rows))
 
     team = any("wait_days" in s for s in summary["stages"].values())
+    silent = any("silent_lost" in s for s in summary["stages"].values())
     out += ["", "Funnel by stage (entries in the horizon; open at the end; mean days per stay)"]
     rows = []
     for stage, s in summary["stages"].items():
@@ -284,6 +292,8 @@ def forecast_text(summary: dict[str, Any]) -> str:
             number(o["mean"]),
             days(d["mean"]),
         ]
+        if silent:
+            row.append(number(s["silent_lost"]["mean"]))
         if team:
             if "wait_days" in s:
                 row += [
@@ -295,6 +305,8 @@ def forecast_text(summary: dict[str, Any]) -> str:
                 row += ["-", "-", "-"]
         rows.append(row)
     header = ["stage", "entered", "P5-P95", "open at end", "days in stage"]
+    if silent:
+        header.append("silently lost")
     if team:
         header += ["wait for rep", "went cold", "queue at end"]
     out.append(_table(header, rows))

@@ -349,6 +349,59 @@ CASES: dict[str, Bad] = {
         ("'dirichlet' is reserved",),
         put("stages.dirichlet", {"duration": 3, "next": {"lost": 1}}),
     ),
+    "stage_named_silent_loss": Bad(
+        "stages -> silent_loss",
+        ("'silent_loss' is reserved",),
+        put("stages.silent_loss", {"duration": 3, "next": {"lost": 1}}),
+    ),
+    "channel_named_silent_loss": Bad(
+        "channels -> silent_loss",
+        ("'silent_loss' is reserved", "cannot name a channel"),
+        lambda data: data["channels"].update({"silent_loss": {"leads_per_month": 3}}),
+        cli=True,
+    ),
+    # ---- silent losses and stale leads
+    "silent_loss_given_a_duration": Bad(
+        "stages -> demo -> duration -> silent_loss",
+        ("silent_loss has no time in the stage", "exponential(mean 3)", "expected none"),
+        both(
+            put("stages.demo.next", {"won": 0.3, "lost": 0.5, "silent_loss": 0.2}),
+            put("stages.demo.duration.silent_loss", {"dist": "exponential", "mean": 3}),
+        ),
+        cli=True,
+    ),
+    "silent_loss_duration_in_a_channel_override": Bad(
+        "stages -> demo -> channels -> web -> duration -> silent_loss",
+        ("silent_loss has no time in the stage", "expected none"),
+        put(
+            "stages.demo.channels.web",
+            {
+                "next": {"won": 0.2, "silent_loss": 0.8},
+                "duration": {"won": 7, "silent_loss": 1},
+            },
+        ),
+    ),
+    "stale_after_zero": Bad(
+        "stages -> qualify -> stale_after",
+        ("got 0", "greater than 0"),
+        put("stages.qualify.stale_after", 0),
+        cli=True,
+    ),
+    "stale_after_negative": Bad(
+        "stages -> qualify -> stale_after",
+        ("got -30", "greater than 0"),
+        put("stages.qualify.stale_after", -30),
+    ),
+    "stale_after_not_a_number": Bad(
+        "stages -> qualify -> stale_after",
+        ("got '90 days'", "a valid number"),
+        put("stages.qualify.stale_after", "90 days"),
+    ),
+    "stale_after_infinite": Bad(
+        "stages -> qualify -> stale_after",
+        ("got inf", "finite"),
+        put("stages.qualify.stale_after", float("inf")),
+    ),
     "channel_name_with_dot": Bad(
         "channels -> we.b",
         ("'we.b'", "no '.'"),

@@ -36,6 +36,10 @@ class Tally:
     entered: np.ndarray  # (R, P, S) stage entries (opening pipeline not counted)
     stay_days: np.ndarray  # (R, P, S) sum of sampled durations of the stays begun
     open: np.ndarray  # (R, P, S) leads in the stage at the period's end
+    # silent losses (outcome silent_loss: gone at once, nothing recorded), by channel and by
+    # the stage they were lost from
+    silent_lost: np.ndarray | None = None  # (R, P, C)
+    silent_lost_by_stage: np.ndarray | None = None  # (R, P, S)
     # the sales team (DES only; None without one)
     cold: np.ndarray | None = None  # (R, P, S) leads that went cold waiting for a slot
     wait_days: np.ndarray | None = None  # (R, P, S) days waited for a slot, by entry period
@@ -95,8 +99,12 @@ class Tally:
 
 _TEAM_BY_STAGE = ("cold", "wait_days", "waited", "unserved", "reached", "queue")
 TALLY_DIMS = {
-    **dict.fromkeys(("leads", "won", "lost", "revenue", "cycle_days", "cycle_count"), "channel"),
-    **dict.fromkeys(("entered", "stay_days", "open", *_TEAM_BY_STAGE), "stage"),
+    **dict.fromkeys(
+        ("leads", "won", "lost", "silent_lost", "revenue", "cycle_days", "cycle_count"), "channel"
+    ),
+    **dict.fromkeys(
+        ("entered", "stay_days", "open", "silent_lost_by_stage", *_TEAM_BY_STAGE), "stage"
+    ),
     **dict.fromkeys(("busy_slot_days", "slot_days"), "funnel"),
     **dict.fromkeys(("first_payment", "repeat_revenue"), "channel"),
     **dict.fromkeys(("existing_revenue", "repeat_purchases", "active_customers"), "funnel"),
@@ -355,6 +363,10 @@ class StayDraws:
     ``visit`` counts earlier entries of the same lead into the same stage (0 on the first),
     so re-entering a stage draws afresh and a lead's first visit to a stage draws the same
     numbers whatever route brought it there. Each method handles the stays of one stage.
+
+    Two rules turn a drawn (outcome, days) into the stay that happens (:meth:`close`): a
+    silent loss takes 0 days, and in a stage with ``stale_after`` T a stay longer than T (a
+    silent loss counts as never-ending there) is lost after T days instead.
     """
 
     def __init__(self, funnel: Funnel, inputs: Inputs):
@@ -381,14 +393,39 @@ class StayDraws:
             last = k - 1 - np.argmax(positive[:, :, ::-1], axis=2)
             self._clip.append(last.reshape(-1) if (last < k - 1).any() else None)
             ids = t.dist_of
-            if (ids == ids[0, 0]).all():
+            if (ids == ids[0, 0]).all() and ids[0, 0] >= 0:
                 self._durations.append(("one", t.dists[ids[0, 0]]))
             elif (ids == ids[0]).all():
-                self._durations.append(("slot", [t.dists[g] for g in ids[0]]))
+                self._durations.append(("slot", [t.dists[g] if g >= 0 else None for g in ids[0]]))
             else:
                 self._durations.append(("any", ids, t.dists))
         self.stage_ids = [t.stable_id for t in funnel.tables]
         self._salts: dict[int, np.ndarray] = {}
+        # per stage: the slots of silent_loss and lost (-1: none), and stale_after (days)
+        self.silent_slot = [_slot_of(t.targets, funnel.silent) for t in funnel.tables]
+        self.lost_slot = [_slot_of(t.targets, funnel.lost) for t in funnel.tables]
+        self.stale_after = [t.stale_after for t in funnel.tables]
+
+    def close(self, stage: int, slot, days, age=None):
+        """The stays that happen, from drawn outcome slots and days (arrays or scalars;
+        ``age``: days already spent in the stage, for the opening pipeline): a silent loss
+        leaves at once; with stale_after T, a stay that would end after T (counting the
+        age; a silent loss never ends there) is lost when it reaches T, at once if the lead
+        is already T days old. Returns (slot, days)."""
+        silent, stale = self.silent_slot[stage], self.stale_after[stage]
+        if silent < 0 and stale == np.inf:
+            return slot, days
+        scalar = np.ndim(slot) == 0
+        slot, days = np.array(slot, dtype=np.intp, ndmin=1), np.array(days, float, ndmin=1)
+        quiet = slot == silent
+        if stale == np.inf:
+            days[quiet] = 0.0
+        else:
+            spent = np.zeros(slot.size) if age is None else np.broadcast_to(age, slot.size)
+            late = quiet | (spent + days > stale) | (spent >= stale)
+            slot[late] = self.lost_slot[stage]
+            days[late] = np.maximum(stale - spent[late], 0.0)
+        return (int(slot[0]), float(days[0])) if scalar else (slot, days)
 
     def salt(self, purpose: int, stage: int, visit: np.ndarray | None) -> np.uint64 | np.ndarray:
         """The salt of a stage's visits: one value for first visits, else per visit."""
@@ -421,25 +458,29 @@ class StayDraws:
         return slot
 
     def duration(self, stage: int, slot, cell, key, visit=None) -> np.ndarray:
-        """Days in the stage for each stay, from the outcome's distribution."""
+        """Days in the stage for each stay, from the outcome's distribution (0 for an
+        outcome without one: silent_loss). The stays' rules are :meth:`close`'s."""
         keys = np.bitwise_xor(key, self.salt(streams.DURATION, stage, visit))
         if self.inputs.durations:
             ids = self.funnel.tables[stage].dist_of[cell % self.channels, slot]
-            out = np.empty(key.size)
-            for g, m in _groups(ids, len(self.funnel.tables[stage].dists)):
-                out[m] = self._draw(stage, g, keys[m], np.asarray(cell)[m] // self.channels)
+            out = np.zeros(key.size)
+            for g, m in _groups(ids + 1, len(self.funnel.tables[stage].dists) + 1):
+                if g > 0:
+                    out[m] = self._draw(stage, g - 1, keys[m], np.asarray(cell)[m] // self.channels)
             return out
         how = self._durations[stage]
         if how[0] == "one":
             return how[1].draw(keys)
-        out = np.empty(key.size)
+        out = np.zeros(key.size)
         if how[0] == "slot":
             for k, m in _groups(slot, len(how[1])):
-                out[m] = how[1][k].draw(keys[m])
+                if how[1][k] is not None:
+                    out[m] = how[1][k].draw(keys[m])
         else:
             ids = how[1][cell % self.channels, slot]
-            for g, m in _groups(ids, len(how[2])):
-                out[m] = how[2][g].draw(keys[m])
+            for g, m in _groups(ids + 1, len(how[2]) + 1):
+                if g > 0:
+                    out[m] = how[2][g - 1].draw(keys[m])
         return out
 
     def _dist(self, stage: int, g: int, rep: int):
@@ -459,7 +500,8 @@ class StayDraws:
         """Outcome slot and remaining days of the opening stays of pipeline leads in a stage.
 
         A lead aged a days has outcome k with probability ∝ p_k·S_k(a) and then stays the
-        residual of outcome k's duration given that it exceeds a.
+        residual of outcome k's duration given that it exceeds a (S = 1 and no stay for
+        silent_loss: a lead still open may have been lost silently); then :meth:`close`.
         """
         u = streams.uniform(leads.key, self.salt(streams.OUTCOME, stage, None))
         probs = self.inputs.probs[stage][leads.rep, leads.channel]
@@ -474,13 +516,14 @@ class StayDraws:
         last = weights.shape[1] - 1 - np.argmax(weights[:, ::-1] > 0, axis=1)
         slot = np.minimum(slot, last)
         days = self._opening_days(stage, leads, age, slot, outlived)
-        return slot, days
+        return self.close(stage, slot, days, age)
 
     def opening_by_outcome(self, stage: int, leads: Leads, age: np.ndarray):
         """The draws of opening stays whose outcome probabilities are not known yet (a
         rep-worked stage: the rep's skill scales them), from the same random numbers as
         :meth:`opening`: per lead the outcome uniform u, and per outcome k the survival
-        S_k(a) and the remaining days were k the outcome (NaN where S_k(a) = 0)."""
+        S_k(a) and the remaining days were k the outcome (NaN where S_k(a) = 0; 0 for a
+        silent loss). The caller applies :meth:`close` to what it picks."""
         u = streams.uniform(leads.key, self.salt(streams.OUTCOME, stage, None))
         survival = self._survival(stage, leads, age)
         ids = self.funnel.tables[stage].dist_of[leads.channel]
@@ -490,6 +533,8 @@ class StayDraws:
             none = np.zeros(index.size, dtype=bool)
             slot = np.full(index.size, k)
             days[index, k] = self._opening_days(stage, leads.take(index), age[index], slot, none)
+        if self.silent_slot[stage] >= 0:
+            days[:, self.silent_slot[stage]] = 0.0
         return u, survival, days
 
     def _survival(self, stage: int, leads: Leads, age: np.ndarray) -> np.ndarray:
@@ -516,8 +561,11 @@ class StayDraws:
         ids = table.dist_of[leads.channel]  # (n, K)
         keys = np.bitwise_xor(leads.key, self.salt(streams.DURATION, stage, None))
         chosen = ids[np.arange(slot.size), slot]
-        days = np.empty(slot.size)
-        for g, m in _groups(chosen, len(table.dists)):
+        days = np.zeros(slot.size)  # 0 for an outcome without a duration (silent_loss)
+        for g, m in _groups(chosen + 1, len(table.dists) + 1):
+            if g == 0:
+                continue
+            g -= 1
             index = np.arange(slot.size)[m]
             for rep, mm in _groups(leads.rep[index], self.inputs.volume.shape[0]):
                 at = index[mm]
@@ -544,6 +592,12 @@ class StayDraws:
 
 
 _DEAL = streams.salt(streams.DEAL_VALUE)
+
+
+def _slot_of(targets: np.ndarray, code: int) -> int:
+    """The slot of outcome ``code`` among a stage's targets, or -1."""
+    found = np.flatnonzero(targets == code)
+    return int(found[0]) if found.size else -1
 
 
 def _groups(codes: np.ndarray, size: int):

@@ -20,7 +20,10 @@ its rep. A lead without a rep takes a free slot of the active rep with the most 
 queue and takes the first slot that frees. A lead with a rep waits for that rep. Waiting
 leads are served first-in first-out, or highest deal value first; a lead whose patience runs
 out first goes cold (lost). The stage's duration runs while the lead holds the slot, and
-the rep's skill scales the probabilities of the outcomes other than lost.
+the rep's skill scales the probabilities of the outcomes other than lost (silent_loss
+included, like any outcome a rep's work decides). The outcome is drawn when the lead gets a
+slot, so a silent loss in a rep-worked stage leaves then, taking none of the rep's time,
+and ``stale_after`` counts the days from then (a wait for a slot is not counted).
 """
 
 from __future__ import annotations
@@ -96,7 +99,8 @@ class Slots:
 class Trace:
     """Every stage entry and close of one replication's leads, in time order.
 
-    ``stage`` is a stage index, ``won`` or ``lost`` (the funnel's codes); ``value`` is the
+    ``stage`` is a stage index, ``won`` or ``lost`` (the funnel's codes); a silent loss is
+    not recorded (as in a CRM: the lead's last entry stays open); ``value`` is the
     lead's deal value (currency). Leads are numbered in arrival order, after the opening
     pipeline when it is traced (whose opening stays are not entries). With a sales team
     ``slots`` records the slots the leads took.
@@ -172,6 +176,7 @@ class _Opening:
         self.u = np.zeros(n)
         self.survival = np.zeros((n, k_max))
         self.by_outcome = np.full((n, k_max), np.nan)
+        self.age = funnel.open_age[entry]
         worked = funnel.team.worked if funnel.team is not None else np.zeros(len(funnel.stages))
         for s in np.unique(self.stage).tolist():
             index = np.flatnonzero(self.stage == s)
@@ -193,7 +198,7 @@ class _Opening:
             self.slot[o],
             self.days[o],
             self.value[o],
-            (self.u[o], self.survival[o], self.by_outcome[o]),
+            (self.u[o], self.survival[o], self.by_outcome[o], self.age[o]),
         )
 
 
@@ -291,13 +296,13 @@ class _Replication:
         self.inner_edges = self.edges[1:-1]
         self.n_stages = len(funnel.stages)
         self.targets = draws.targets.tolist()
-        self.won_code, self.lost_code = funnel.won, funnel.lost
+        self.won_code, self.lost_code, self.silent_code = funnel.won, funnel.lost, funnel.silent
         periods, channels, stages = cal.periods, len(funnel.channels), self.n_stages
         self.by_channel = {
             name: [[0.0] * channels for _ in range(periods)]
-            for name in ("won", "lost", "revenue", "cycle_days", "cycle_count")
+            for name in ("won", "lost", "silent_lost", "revenue", "cycle_days", "cycle_count")
         }
-        names = ("entered", "stay_days")
+        names = ("entered", "stay_days", "silent_lost_by_stage")
         if funnel.team is not None:
             names += ("cold", "wait_days", "waited", "unserved", "reached")
         self.by_stage = {name: [[0.0] * stages for _ in range(periods)] for name in names}
@@ -341,8 +346,9 @@ class _Replication:
         worked = self.team.worked if self.team is not None else np.zeros(self.n_stages, bool)
         for s in range(self.n_stages):
             if not worked[s]:
-                slots[:, s] = self.draws.outcome(s, cell, leads.key)
-                days[:, s] = self.draws.duration(s, slots[:, s], cell, leads.key)
+                slot = self.draws.outcome(s, cell, leads.key)
+                duration = self.draws.duration(s, slot, cell, leads.key)
+                slots[:, s], days[:, s] = self.draws.close(s, slot, duration)
         self.keys.append(leads.key)
         self.first_slot.extend(slots.ravel().tolist())
         self.first_days.extend(days.ravel().tolist())
@@ -354,13 +360,14 @@ class _Replication:
         """The opening pipeline (see :class:`_Opening`)."""
         start = self._register(leads, value)
         self.born.extend([math.nan] * len(leads))
-        u, survival, left = by_outcome
+        u, survival, left, age = by_outcome
         rows = zip(stage.tolist(), slot.tolist(), days.tolist(), strict=True)
         for j, (s, k, d) in enumerate(rows):
             if self.loops:
                 self.visits[(start + j, s)] = 1  # the opening stay is the lead's first here
             if self.worked[s]:
-                self._need_slot(start + j, s, 0, 0.0, opening=(u[j], survival[j], left[j]))
+                drawn = (u[j], survival[j], left[j], float(age[j]))
+                self._need_slot(start + j, s, 0, 0.0, opening=drawn)
             else:
                 target = self._settle(start + j, s, k, d, 0.0)
                 if target >= 0:
@@ -471,16 +478,22 @@ class _Replication:
         if p_out == self.periods:
             return -1  # still in the stage at the horizon
         target = self.targets[s][slot]
-        if target == self.won_code or target == self.lost_code:
-            self._close(i, target, t_out, p_out)
+        if target >= self.won_code:
+            self._close(i, target, t_out, p_out, s)
             return -1
         return target
 
-    def _close(self, i: int, target: int, t: float, p: int) -> None:
-        if self.events is not None:
-            self.events.append((i, target, t))
+    def _close(self, i: int, target: int, t: float, p: int, s: int) -> None:
+        """Lead ``i`` closes (won, lost or silent_loss) at ``t``, in period ``p``, leaving
+        stage ``s``. A silent loss is not traced: the CRM never records it."""
         c = self.channel[i]
         counts = self.by_channel
+        if target == self.silent_code:
+            counts["silent_lost"][p][c] += 1
+            self.by_stage["silent_lost_by_stage"][p][s] += 1
+            return
+        if self.events is not None:
+            self.events.append((i, target, t))
         if target == self.won_code:
             if self.won_leads is not None:
                 self.won_leads.append((i, t))
@@ -507,8 +520,8 @@ class _Replication:
         self._release(rep)
         target = self.targets[s][slot]
         now = self.env.now
-        if target == self.won_code or target == self.lost_code:
-            self._close(i, target, now, bisect.bisect_right(self.inner_edges, now))
+        if target >= self.won_code:
+            self._close(i, target, now, bisect.bisect_right(self.inner_edges, now), s)
         else:
             self._walk(i, target, now)
         self._serve(rep)
@@ -527,7 +540,7 @@ class _Replication:
         visits = np.array([visit])
         slot = self.draws.outcome(s, cell, key, visits)
         days = self.draws.duration(s, slot, cell, key, visits)
-        return int(slot[0]), float(days[0])
+        return self.draws.close(s, int(slot[0]), float(days[0]))
 
     # ---------------------------------------------------------------- the sales team
     def _init_team(self) -> None:
@@ -668,7 +681,7 @@ class _Replication:
             u, by_slot = wait.draws
             cum, last = self._cum(s, self.channel[i], self.skill[rep])
             slot = min(bisect.bisect_left(cum, u), last)
-            days = by_slot[slot]
+            slot, days = self.draws.close(s, slot, by_slot[slot])
             stage = self.by_stage
             waited = now - wait.since
             stage["wait_days"][wait.period][s] += waited
@@ -708,8 +721,8 @@ class _Replication:
         """Outcome and days left of an opening stay in a rep-worked stage, drawn with the
         rep's skill as :meth:`StayDraws.opening` draws it without: P(k | age a) ∝
         p_k·S_k(a), p the skilled probabilities; a lead older than every possible duration
-        closes at once."""
-        u, survival, left = drawn
+        closes at once. Then :meth:`StayDraws.close` at the lead's age."""
+        u, survival, left, age = drawn
         p = self._skilled(s, channel, skill)
         weights = p * survival[: p.size]
         outlived = weights.sum() <= 0
@@ -719,7 +732,7 @@ class _Replication:
         cum /= cum[-1]
         slot = int((u > cum[:-1]).sum())
         slot = min(slot, p.size - 1 - int(np.argmax(weights[::-1] > 0)))
-        return slot, 0.0 if outlived else float(left[slot])
+        return self.draws.close(s, slot, 0.0 if outlived else float(left[slot]), age)
 
     def _release(self, rep: int) -> None:
         self._account(self.env.now)

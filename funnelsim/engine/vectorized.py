@@ -72,7 +72,8 @@ class _Run:
         flows = (self.cells, self.periods)
         self.leads, self.won, self.lost = np.zeros(flows), np.zeros(flows), np.zeros(flows)
         self.revenue, self.cycle_days = np.zeros(flows), np.zeros(flows)
-        self.cycle_count = np.zeros(flows)
+        self.cycle_count, self.silent = np.zeros(flows), np.zeros(flows)
+        self.silent_by_stage = np.zeros((self.stages, self.cells, self.periods))
         # per stage, per cell and period (P: after the horizon): stays begun (the opening
         # pipeline's in period 0), stays ended, and the days of the stays begun
         stock = (self.stages, self.cells, self.periods + 1)
@@ -98,6 +99,7 @@ class _Run:
                     visit = stays.visits[:, s] if self.loops else None
                     slot = self.draws.outcome(s, stays.rc, stays.key, visit)
                     days = self.draws.duration(s, slot, stays.rc, stays.key, visit)
+                    slot, days = self.draws.close(s, slot, days)
                     self.settle(s, stays, slot, days, opening=False)
 
     def settle(self, s: int, stays: _Stays, slot, days, *, opening: bool) -> None:
@@ -124,6 +126,10 @@ class _Run:
         for k, target in enumerate(targets):
             if target == self.funnel.lost:
                 self.lost += counts[:, :periods, k]
+                continue
+            if target == self.funnel.silent:
+                self.silent += counts[:, :periods, k]
+                self.silent_by_stage[s] += counts[:, :periods, k]
                 continue
             index = np.flatnonzero(code == k)
             if index.size == 0:
@@ -186,6 +192,10 @@ class _Run:
             entered=by_stage(self.started - self.opening),
             stay_days=by_stage(self.stay_days),
             open=by_stage(stock),
+            silent_lost=by_channel(self.silent),
+            silent_lost_by_stage=self.silent_by_stage.reshape(s, reps, c, p)
+            .sum(axis=2)
+            .transpose(1, 2, 0),
         )
 
 
