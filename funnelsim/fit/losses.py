@@ -127,19 +127,23 @@ def explain(choice: LossChoice) -> str:
 
 def _log_sf(family: str, d: np.ndarray, theta: np.ndarray) -> np.ndarray:
     """log S(d) of a family at log-parameters θ (as crm._log_pdf: lognormal (log median,
-    log sigma), gamma and Weibull (log shape, log scale))."""
-    a, b = theta
-    if family == "lognormal":
-        return sps.norm.logsf((np.log(d) - a) / math.exp(b))
-    if family == "gamma":
-        return np.log(np.maximum(special.gammaincc(math.exp(a), d / math.exp(b)), 1e-300))
-    return -((d / math.exp(b)) ** math.exp(a))
+    log sigma), gamma and Weibull (log shape, log scale)); θ is kept within e^±30, where
+    the optimiser may wander."""
+    a, b = np.clip(theta, -30.0, 30.0)
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        if family == "lognormal":
+            return sps.norm.logsf((np.log(d) - a) / np.exp(b))
+        if family == "gamma":
+            return np.log(np.maximum(special.gammaincc(np.exp(a), d / np.exp(b)), 1e-300))
+        return -np.minimum((d / np.exp(b)) ** np.exp(a), 1e300)
 
 
 def _log_pdf(family: str, d: np.ndarray, theta: np.ndarray) -> np.ndarray:
     from funnelsim.fit.crm import _log_pdf as log_pdf
 
-    return log_pdf(family, np.log(d), d, np.asarray(theta)[None, :])[0]
+    theta = np.clip(np.asarray(theta), -30.0, 30.0)[None, :]
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        return log_pdf(family, np.log(d), d, theta)[0]
 
 
 def _start(choice: DurationChoice) -> np.ndarray:
