@@ -500,7 +500,11 @@ def events_fit_text(result) -> str:
     out = [
         f"Funnel as of {e['as_of']}: {e['leads']:,} leads since {e['history_start']} "
         f"in {len(e['channels'])} channels, {e['open_leads']:,} still open "
-        "(censored: they count as 'not yet left', never as lost)",
+        + (
+            "(censored; where losses are silent, an open lead may be a dead one: see below)"
+            if any(c["choice"] != "recorded" for c in e.get("losses", []))
+            else "(censored: they count as 'not yet left', never as lost)"
+        ),
         "  open by stage: "
         + ", ".join(f"{stage} {n:,}" for stage, n in e["open_by_stage"].items())
         + " (the scenario's opening pipeline)",
