@@ -673,6 +673,17 @@ _day = click.DateTime(formats=["%Y-%m-%d"])
     "completed stay (a likelihood-ratio test), and reported.",
 )
 @click.option(
+    "--drift",
+    "drift_mode",
+    type=click.Choice(["auto", "none", "trend"]),
+    default="auto",
+    show_default=True,
+    help="With --events: whether a stage's outcome probabilities change with the leads' "
+    "arrival month. 'trend': a linear trend of each outcome's logit; 'auto': per stage, "
+    "kept when it improves WAIC by more than two standard errors; the forecast starts from "
+    "the latest month's level.",
+)
+@click.option(
     "--stale-after",
     type=click.FloatRange(min=0, min_open=True),
     metavar="DAYS",
@@ -772,6 +783,7 @@ def fit(
     won,
     lost,
     losses_mode,
+    drift_mode,
     stale_after,
     transactions,
     columns,
@@ -816,6 +828,7 @@ def fit(
                 ("won", won, "won"),
                 ("lost", lost, "lost"),
                 ("losses", losses_mode, "auto"),
+                ("drift", drift_mode, "auto"),
                 ("stale-after", stale_after, None),
             )
             if v is not None and v != default
@@ -853,6 +866,7 @@ def fit(
             lost=lost,
             lenient=lenient,
             losses_mode=losses_mode,
+            drift_mode=drift_mode,
             stale_after=stale_after,
             transactions=None if transactions is None else {"path": transactions, **repeat_options},
         )

@@ -517,6 +517,9 @@ def events_fit_text(result) -> str:
     if e.get("losses"):
         out += ["", "Losses by stage (silent: leads that go nowhere are never closed in the CRM):"]
         out += [f"  {c['stage']}: {c['explanation']}" for c in e["losses"]]
+    if e.get("drift"):
+        out += ["", "Drift by stage (do the outcome probabilities change with the arrival month?):"]
+        out += [f"  {c['stage']}: {c['explanation']}" for c in e["drift"]]
     out += ["", "Where leads go next, by stage and channel (posterior mean [5%, 95%]):"]
     rows = []
     for name, p in par.items():

@@ -222,6 +222,16 @@ def stage_outcomes(history) -> dict[int, list[int]]:
     }
 
 
+def cohort_months(history) -> np.ndarray:
+    """Per stay, its lead's arrival month relative to the as-of month (0 for leads that
+    arrived in the as-of month, -1 the month before, ...): the cohort a drift is read on."""
+    first = np.datetime64(history.start, "M")
+    day = np.datetime64(history.start, "D") + np.floor(history.arrived).astype("timedelta64[D]")
+    month = (day.astype("datetime64[M]") - first).astype(np.int64)
+    last = (np.datetime64(history.as_of, "M") - first).astype(np.int64)
+    return (month - last)[history.stay_lead]
+
+
 def fitted_outcomes(history, silent: frozenset[int] = frozenset()) -> dict[int, list[int]]:
     """Per stage, the outcomes the model gives it: those recorded and, for the stages in
     ``silent``, the silent loss (last)."""
@@ -328,11 +338,14 @@ def build_model(
     durations: list[DurationChoice],
     arrival_fits=None,
     silent: frozenset[int] = frozenset(),
+    trend: frozenset[int] = frozenset(),
 ):
     """The joint model of transitions, times in stage (with the open stays censored),
     deal values and (optionally) arrivals. The stages in ``silent`` have a silent loss
     among their outcomes, whose survival is 1 at every age: an open stay of age a adds
-    log(q + Σ_k p_k S_k(a)) (:mod:`funnelsim.fit.losses`)."""
+    log(q + Σ_k p_k S_k(a)) (:mod:`funnelsim.fit.losses`). The stages in ``trend`` drift:
+    their logits change linearly with the lead's arrival month (:mod:`funnelsim.fit.drift`),
+    and the transition probabilities are those of the as-of month's cohort."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -345,20 +358,31 @@ def build_model(
     # every parameter is constrained by its transform: no bounds to check at each step
     model = pm.Model(check_bounds=False)
     layout = TransitionLayout.of(history, silent)
+    stay_row = np.full(len(history.stay_stage), -1)  # each stay's row in the layout
+    for s, first in layout.first_row.items():
+        m = history.stay_stage == s
+        stay_row[m] = first + 1 + stay_channel[m]
     with model:
         log_p = _transitions(pm, pt, layout)
-        counts = np.zeros(layout.index.shape)
+        if trend & set(layout.first_row):
+            # one row of probabilities per (row, arrival month) that some stay has
+            log_p, stay_cell, cells = _drifting(pm, pt, model, history, layout, stay_row, trend)
+        else:
+            stay_cell, cells = stay_row, layout.index.shape[0]
+        width_p = layout.index.shape[1]
+        counts = np.zeros((cells, width_p))
+        fitted = done & (stay_row >= 0)
         for s, ks in outcomes.items():
             if s not in layout.first_row:
                 continue
-            here = done & (history.stay_stage == s)
-            rows = layout.first_row[s] + 1 + stay_channel[here]
-            np.add.at(counts, (rows, np.searchsorted(ks, history.stay_outcome[here])), 1)
+            here = fitted & (history.stay_stage == s)
+            columns = np.searchsorted(ks, history.stay_outcome[here])
+            np.add.at(counts, (stay_cell[here], columns), 1)
         if counts.any():
             pm.Potential("transitions", pt.sum(counts * log_p))
         # log p as one flat vector for one gather below, with two more slots: log 1 (the
         # only outcome of a stage that has one) and log 0 (padding)
-        zero, impossible = layout.index.size, layout.index.size + 1
+        zero, impossible = counts.size, counts.size + 1
         log_p = pt.concatenate([log_p.ravel(), pt.as_tensor(np.array([0.0, -np.inf]))])
         log_survival, where, never = _durations(pm, pt, history, durations, done, open_stay)
         # one more slot: log S = 0, the silent loss's (it is never recorded, at any age)
@@ -374,7 +398,7 @@ def build_model(
                 s, c = history.stay_stage[r], stay_channel[r]
                 ks = outcomes[s]
                 for j, k in enumerate(ks):
-                    p_index[i, j] = zero if len(ks) < 2 else layout.position(s, c, j)
+                    p_index[i, j] = zero if len(ks) < 2 else stay_cell[r] * width_p + j
                     s_index[i, j] = never if k == quiet else where[(r, s, k)]
             terms = log_p[p_index] + log_survival[s_index]
             pm.Potential("open_stays", pt.sum(pm.math.logsumexp(terms, axis=1)))
@@ -392,6 +416,40 @@ def build_model(
                     name_prefix=f"arrival__{channel}__",
                 )
     return model
+
+
+DRIFT_PRIOR = 0.25  # sd of a drift's slope (logit per month): ±0.5 in two months is plausible
+
+
+def _drifting(pm, pt, model, history, layout: TransitionLayout, stay_row, trend):
+    """Log probabilities per cell (a layout row and an arrival month some stay has) for
+    stages that drift: logit_k(m) = θ_k + β_{s,k}·m, m ≤ 0 the arrival month relative to
+    the as-of month, one slope per stage and outcome shared by its channels (the last
+    outcome's logit stays 0). θ, partially pooled by the Dirichlet prior, is the latest
+    cohort's level. Returns the (cells × widest) log p, 0 in the padding, each stay's cell
+    (-1 for stays of stages with a single outcome) and the number of cells."""
+    x = np.where(np.isin(history.stay_stage, list(trend)), cohort_months(history), 0)
+    span = int(-x.min()) + 1
+    key = np.where(stay_row >= 0, stay_row * span - x, -1)
+    cells, inverse = np.unique(key[key >= 0], return_inverse=True)
+    stay_cell = np.full(key.size, -1)
+    stay_cell[key >= 0] = inverse
+    cell_row, cell_x = cells // span, -(cells % span)
+    slope_index = np.full(layout.index.shape, 0)
+    n_slopes = 0
+    for s, first in sorted(layout.first_row.items()):
+        if s not in trend:
+            continue
+        k = int(layout.real[first].sum()) - 1  # free logits of the stage
+        slope_index[first : first + 1 + layout.channels, :k] = np.arange(n_slopes, n_slopes + k) + 1
+        n_slopes += k
+    beta = pm.Normal("drift_slopes", mu=0.0, sigma=DRIFT_PRIOR, shape=n_slopes)
+    beta_ext = pt.concatenate([pt.zeros(1), beta])
+    theta = model["transition_logits"]
+    ext = pt.concatenate([theta, pt.as_tensor(np.array([0.0, -np.inf]))])
+    z = ext[layout.index[cell_row]] + beta_ext[slope_index[cell_row]] * cell_x[:, None]
+    log_p = z - pm.math.logsumexp(z, axis=1, keepdims=True)
+    return pt.where(layout.real[cell_row], log_p, 0.0), stay_cell, cells.size
 
 
 def _durations(pm, pt, history, durations, done, open_stay):

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from funnelsim.fit import crm, events, io, losses
+from funnelsim.fit import crm, drift, events, io, losses
 from funnelsim.fit.arrivals import fit_arrivals, scenario_channel
 from funnelsim.fit.transactions import (
     FitResult,
@@ -61,18 +61,23 @@ def fit_events(
     transactions: dict[str, Any] | None = None,
     losses_mode: str = "auto",
     stale_after: float | None = None,
+    drift_mode: str = "auto",
 ) -> FitResult:
     """Fit the funnel to a stage history and write the outputs.
 
     ``losses_mode`` says whether the stages' losses are recorded, silent (never recorded:
     the cure model of :mod:`funnelsim.fit.losses`) or, by default, decided per stage from
-    the evidence. ``stale_after`` (days) is the CRM's rule that a lead open longer than
-    that in a stage is lost then: the fit censors such stays there, and the scenario
-    carries the rule. ``transactions``, when given, holds the options of
+    the evidence. ``drift_mode`` says whether the stages' outcome probabilities may change
+    with the leads' arrival month (:mod:`funnelsim.fit.drift`): ``"auto"`` (by WAIC, per
+    stage), ``"none"`` or ``"trend"``. ``stale_after`` (days) is the CRM's rule that a
+    lead open longer than that in a stage is lost then: the fit censors such stays there,
+    and the scenario carries the rule. ``transactions``, when given, holds the options of
     :func:`fit_repeat` (path and all), whose fit joins the scenario.
     """
     if losses_mode not in losses.CHOICES:
         raise ValueError(f"--losses {losses_mode!r}: expected one of {', '.join(losses.CHOICES)}")
+    if drift_mode not in drift.CHOICES:
+        raise ValueError(f"--drift {drift_mode!r}: expected one of {', '.join(drift.CHOICES)}")
     if stale_after is not None and not (0 < stale_after < 1e6):
         raise ValueError(f"--stale-after {stale_after!r}: expected a number of days > 0")
     history = events.read_events(
@@ -94,6 +99,8 @@ def fit_events(
     durations = crm.choose_durations(seen)
     loss_choices = losses.choose_losses(seen, durations, losses_mode)
     silent = frozenset(s for s, c in enumerate(loss_choices) if c.silent)
+    drift_choices = drift.choose_drift(seen, durations, silent, drift_mode)
+    trend = frozenset(s for s, c in enumerate(drift_choices) if c.drift)
     month_labels, counts, exposure = history.monthly_arrivals()
     arrivals = [
         fit_arrivals(channel, counts[c], exposure, month_labels)
@@ -104,7 +111,7 @@ def fit_events(
     from funnelsim.fit import bayes
 
     cores = cores or min(chains, os.cpu_count() or 1)
-    model = crm.build_model(seen, durations, arrivals, silent)
+    model = crm.build_model(seen, durations, arrivals, silent, trend)
     idata = bayes.sample(
         model, draws=draws, tune=tune, chains=chains, seed=seed, cores=cores, from_mode=True
     )
@@ -116,6 +123,9 @@ def fit_events(
     estimates = _estimates(history, durations, arrivals, posterior)
     estimates["losses"] = [{**c.as_dict(), "explanation": losses.explain(c)} for c in loss_choices]
     estimates["stale_after_days"] = stale_after
+    estimates["drift"] = [{**c.as_dict(), "explanation": drift.explain(c)} for c in drift_choices]
+    if trend:
+        estimates["drift_slopes"] = _drift_slopes(idata, seen, silent, trend)
 
     repeat = None
     if transactions is not None:
@@ -175,6 +185,22 @@ def fit_events(
         dropped_leads=history.dropped_leads,
         skipped_rows=repeat.tx.skipped_rows if repeat is not None else (),
     )
+
+
+def _drift_slopes(idata, history, silent, trend) -> dict[str, Any]:
+    """The posterior of each drifting stage's slopes (logit per arrival month), by the
+    names ``<stage>__<outcome>``, in the order :func:`crm._drifting` lays them out."""
+    draws = np.asarray(idata.posterior["drift_slopes"].values)
+    draws = draws.reshape(-1, draws.shape[-1])
+    names = crm.outcome_names(history)
+    out, at = {}, 0
+    for s, ks in sorted(crm.fitted_outcomes(history, silent).items()):
+        if s not in trend or len(ks) < 2:
+            continue
+        for k in ks[:-1]:
+            out[f"{history.stages[s]}__{names[k]}"] = posterior_summary(draws[:, at])
+            at += 1
+    return out
 
 
 def _check_fittable(history) -> None:

@@ -155,50 +155,99 @@ def _start(choice: DurationChoice) -> np.ndarray:
     return np.log([m["shape"], m["scale"]])
 
 
+class StageLikelihood:
+    """The likelihood of one stage's stays, pooled over channels: outcome probabilities (a
+    logit per outcome, the last fixed at 0; with ``silent``, the silent loss is the last),
+    optionally a linear trend of the logits in the lead's arrival month (``trend``: a slope
+    per free logit, in months before the as-of month's cohort, so the intercepts are the
+    latest cohort's level), and the stage's times in stage (the families chosen on the
+    completed stays). Parameters: the durations' log-parameters, the logits, the slopes."""
+
+    def __init__(self, history, s: int, ks: list[int], durations: list[DurationChoice]):
+        from funnelsim.fit.crm import cohort_months
+
+        here = history.stay_stage == s
+        done = here & (history.stay_outcome >= 0)
+        self.ks, self.durations = ks, durations
+        self.ages = np.maximum(history.stay_days[here & (history.stay_outcome < 0)], 1e-6)
+        self.outcome = history.stay_outcome[done]
+        self.days = np.maximum(history.stay_days[done], 1e-6)
+        cohort = cohort_months(history).astype(float)
+        self.x_done, self.x_open = cohort[done], cohort[here & (history.stay_outcome < 0)]
+        self.column = np.searchsorted(ks, self.outcome)
+        self.counts = np.bincount(self.column, minlength=len(ks)).astype(float)
+        if not durations or durations[0].outcome is None:
+            self.group_of = [0] * len(ks)
+        else:
+            self.group_of = [next(i for i, d in enumerate(durations) if d.outcome == k) for k in ks]
+        self.theta0 = np.concatenate([_start(d) for d in durations]) if durations else np.zeros(0)
+        self.n_dur = self.theta0.size
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.ages.size and self.ks and self.durations)
+
+    def size(self, silent: bool) -> int:
+        """The number of free logits."""
+        return len(self.ks) + int(silent) - 1
+
+    def pointwise(self, params: np.ndarray, silent: bool, trend: bool) -> np.ndarray:
+        """Each stay's log-likelihood: the completed stays', then the open ones'."""
+        k = self.size(silent)
+        theta = params[: self.n_dur].reshape(-1, 2)
+        z = params[self.n_dur : self.n_dur + k]
+        slope = params[self.n_dur + k : self.n_dur + 2 * k] if trend else np.zeros(k)
+
+        def log_p(x):
+            logits = np.concatenate(
+                [z[None, :] + slope[None, :] * x[:, None], np.zeros((x.size, 1))], axis=1
+            )
+            return logits - special.logsumexp(logits, axis=1, keepdims=True)
+
+        done = log_p(self.x_done)[np.arange(self.column.size), self.column]
+        for g, d in enumerate(self.durations):
+            m = np.isin(self.column, [j for j, gg in enumerate(self.group_of) if gg == g])
+            if m.any():
+                done[m] += _log_pdf(d.family, self.days[m], theta[g])
+        open_p = log_p(self.x_open)
+        terms = [
+            open_p[:, j] + _log_sf(self.durations[g].family, self.ages, theta[g])
+            for j, g in enumerate(self.group_of)
+        ]
+        if silent:
+            terms.append(open_p[:, -1])
+        return np.concatenate([done, special.logsumexp(np.vstack(terms), axis=0)])
+
+    def total(self, params: np.ndarray, silent: bool, trend: bool) -> float:
+        value = float(self.pointwise(params, silent, trend).sum())
+        return value if math.isfinite(value) else -1e300
+
+    def start(self, silent: bool) -> np.ndarray:
+        shares = (self.counts + 0.5) / (self.counts + 0.5).sum()
+        if silent:  # the recorded outcomes' logits relative to the silent one (0.1)
+            return np.log(shares / 0.1)
+        return np.log(shares[:-1] / shares[-1]) if len(self.ks) > 1 else np.zeros(0)
+
+    def fit(self, silent: bool, trend: bool = False, x0: np.ndarray | None = None):
+        """The maximum (scipy.optimize.OptimizeResult; ``fun`` is −ℓ)."""
+        if x0 is None:
+            x0 = np.concatenate([self.theta0, self.start(silent)])
+        if trend and x0.size == self.n_dur + self.size(silent):
+            x0 = np.concatenate([x0, np.zeros(self.size(silent))])
+        return _minimise(lambda x: -self.total(x, silent, trend), x0)
+
+
 def _likelihoods(history, s: int, ks: list[int], durations: list[DurationChoice]):
     """(ℓ recorded, ℓ silent, q̂) of stage ``s`` at their maxima; (0, 0, 0) when no stay is
     open (nothing can tell the models apart)."""
-    here = history.stay_stage == s
-    done = here & (history.stay_outcome >= 0)
-    ages = np.maximum(history.stay_days[here & (history.stay_outcome < 0)], 1e-6)
-    if not ages.size or not ks or not durations:
+    stage = StageLikelihood(history, s, ks, durations)
+    if not stage.usable:
         return 0.0, 0.0, 0.0
-    outcome = history.stay_outcome[done]
-    days = np.maximum(history.stay_days[done], 1e-6)
-    counts = np.array([(outcome == k).sum() for k in ks], dtype=float)
-    # which duration each outcome uses: its own, or the stage's one
-    if durations[0].outcome is None:
-        group_of = [0] * len(ks)
-    else:
-        group_of = [next(i for i, d in enumerate(durations) if d.outcome == k) for k in ks]
-    theta0 = np.concatenate([_start(d) for d in durations])
-    n_dur = theta0.size
-
-    def neg(params: np.ndarray, silent: bool) -> float:
-        theta = params[:n_dur].reshape(-1, 2)
-        z = np.concatenate([params[n_dur:], [0.0]])  # logits: outcomes (… then silent), last 0
-        log_p = z - special.logsumexp(z)
-        total = float(counts @ log_p[: len(ks)])
-        for g, d in enumerate(durations):
-            m = np.isin(outcome, [k for k, gg in zip(ks, group_of, strict=True) if gg == g])
-            if m.any():
-                total += float(_log_pdf(d.family, days[m], theta[g]).sum())
-        terms = [
-            log_p[j] + _log_sf(durations[g].family, ages, theta[g]) for j, g in enumerate(group_of)
-        ]
-        if silent:
-            terms.append(np.full(ages.size, log_p[-1]))
-        total += float(special.logsumexp(np.vstack(terms), axis=0).sum())
-        return -total if math.isfinite(total) else 1e300
-
-    shares = (counts + 0.5) / (counts + 0.5).sum()
-    z0 = np.log(shares[:-1] / shares[-1]) if len(ks) > 1 else np.zeros(0)
-    fit0 = _minimise(lambda x: neg(x, False), np.concatenate([theta0, z0]))
-    # silent: the recorded outcomes' logits relative to the silent one (the last, fixed at 0)
-    start1 = np.concatenate([fit0.x[:n_dur], np.log(shares / 0.1)])
-    fit1 = _minimise(lambda x: neg(x, True), start1)
+    fit0 = stage.fit(silent=False)
+    start1 = np.concatenate([fit0.x[: stage.n_dur], stage.start(silent=True)])
+    fit1 = stage.fit(silent=True, x0=start1)
     ll0, ll1 = -fit0.fun, max(-fit1.fun, -fit0.fun)
-    z = np.concatenate([fit1.x[n_dur:], [0.0]])
+    z = np.concatenate([fit1.x[stage.n_dur :], [0.0]])
     q = float(np.exp(z[-1] - special.logsumexp(z)))
     return ll0, ll1, q if ll1 > ll0 else 0.0
 
