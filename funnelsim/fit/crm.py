@@ -223,13 +223,12 @@ def stage_outcomes(history) -> dict[int, list[int]]:
 
 
 def cohort_months(history) -> np.ndarray:
-    """Per stay, its lead's arrival month relative to the as-of month (0 for leads that
-    arrived in the as-of month, -1 the month before, ...): the cohort a drift is read on."""
+    """Per stay, its lead's arrival month relative to the latest arrival month in the
+    history (0 for the latest cohort, -1 the month before, ...): what a drift is read on."""
     first = np.datetime64(history.start, "M")
     day = np.datetime64(history.start, "D") + np.floor(history.arrived).astype("timedelta64[D]")
     month = (day.astype("datetime64[M]") - first).astype(np.int64)
-    last = (np.datetime64(history.as_of, "M") - first).astype(np.int64)
-    return (month - last)[history.stay_lead]
+    return (month - month.max())[history.stay_lead]
 
 
 def fitted_outcomes(history, silent: frozenset[int] = frozenset()) -> dict[int, list[int]]:
@@ -345,7 +344,7 @@ def build_model(
     among their outcomes, whose survival is 1 at every age: an open stay of age a adds
     log(q + Σ_k p_k S_k(a)) (:mod:`funnelsim.fit.losses`). The stages in ``trend`` drift:
     their logits change linearly with the lead's arrival month (:mod:`funnelsim.fit.drift`),
-    and the transition probabilities are those of the as-of month's cohort."""
+    and the transition probabilities are those of the latest arrival month's cohort."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -424,7 +423,7 @@ DRIFT_PRIOR = 0.25  # sd of a drift's slope (logit per month): ±0.5 in two mont
 def _drifting(pm, pt, model, history, layout: TransitionLayout, stay_row, trend):
     """Log probabilities per cell (a layout row and an arrival month some stay has) for
     stages that drift: logit_k(m) = θ_k + β_{s,k}·m, m ≤ 0 the arrival month relative to
-    the as-of month, one slope per stage and outcome shared by its channels (the last
+    the latest arrival month, one slope per stage and outcome shared by its channels (the last
     outcome's logit stays 0). θ, partially pooled by the Dirichlet prior, is the latest
     cohort's level. Returns the (cells × widest) log p, 0 in the padding, each stay's cell
     (-1 for stays of stages with a single outcome) and the number of cells."""

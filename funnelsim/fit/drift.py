@@ -3,7 +3,7 @@
 Conversion changes over time: new campaigns, new reps, a price change. The drifting
 variant of a stage gives each of its outcome logits a linear trend in the lead's arrival
 month (its cohort): logit_{s,c,k}(m) = θ_{s,c,k} + β_{s,k}·m, with m ≤ 0 the months before
-the as-of month's cohort, one slope per stage and outcome shared by the channels (each
+the latest arrival month's cohort, one slope per stage and outcome shared by the channels (each
 channel keeps its own level θ, partially pooled as in the stationary model). θ is then the
 latest cohort's level, and the fitted scenario forecasts from it: the trend is not
 extrapolated past the history.

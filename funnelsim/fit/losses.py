@@ -159,7 +159,7 @@ class StageLikelihood:
     """The likelihood of one stage's stays, pooled over channels: outcome probabilities (a
     logit per outcome, the last fixed at 0; with ``silent``, the silent loss is the last),
     optionally a linear trend of the logits in the lead's arrival month (``trend``: a slope
-    per free logit, in months before the as-of month's cohort, so the intercepts are the
+    per free logit, in months before the latest arrival month's cohort, so the intercepts are the
     latest cohort's level), and the stage's times in stage (the families chosen on the
     completed stays). Parameters: the durations' log-parameters, the logits, the slopes."""
 
