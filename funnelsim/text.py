@@ -499,7 +499,7 @@ def events_fit_text(result) -> str:
     par = e["parameters"]
     out = [
         f"Funnel as of {e['as_of']}: {e['leads']:,} leads since {e['history_start']} "
-        f"in {len(e['channels'])} channels, {e['open_leads']:,} still open "
+        f"in {count(len(e['channels']), 'channel')}, {e['open_leads']:,} still open "
         + (
             "(censored; where losses are silent, an open lead may be a dead one: see below)"
             if any(c["choice"] != "recorded" for c in e.get("losses", []))
