@@ -239,9 +239,9 @@ def month_without_leads(path: Path) -> Case:
 
 def no_recorded_losses(path: Path) -> Case:
     """The CRM records no losses: every ``lost`` row is missing, leads that go nowhere just
-    stop (they look open, ever older)."""
+    stop (they look open, ever older): the fit finds them silent."""
     _write(path, [r for r in _base_rows() if r[2] != "lost"])
-    return Case(says=("no lead in the history is lost",))
+    return Case(says=("of leads leave unrecorded",))
 
 
 def values_missing_but_one(path: Path) -> Case:

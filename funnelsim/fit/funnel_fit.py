@@ -119,7 +119,8 @@ def fit_events(
     first_month = f"{start.year:04d}-{start.month:02d}"
     posterior = crm.posterior_variables(idata, seen, durations, arrivals, first_month, silent)
     diagnostics, ok = diagnose(posterior, idata)
-    diagnostics = "".join(_fixed_value_notes(history) + _history_notes(history)) + diagnostics
+    notes = _fixed_value_notes(history) + _history_notes(history, modelled_silent=bool(silent))
+    diagnostics = "".join(notes) + diagnostics
     estimates = _estimates(history, durations, arrivals, posterior)
     estimates["losses"] = [{**c.as_dict(), "explanation": losses.explain(c)} for c in loss_choices]
     estimates["stale_after_days"] = stale_after
@@ -233,21 +234,21 @@ def _fixed_value_notes(history) -> list[str]:
     ]
 
 
-def _history_notes(history) -> list[str]:
+def _history_notes(history, *, modelled_silent: bool) -> list[str]:
     """Lines on what the history lacks: months of the export without any lead (gaps), and
-    losses when no lead was ever recorded lost."""
+    losses when no lead was ever recorded lost and none is modelled as silent."""
     notes = [
         f"arrivals: no lead at all in {month}: read as a gap in the export, that month is "
         "left out of the arrivals' fit\n"
         for month in history.export_gaps()
     ]
     closed = history.outcome != events.OPEN_OUTCOME
-    if closed.any() and not (history.outcome == events.LOST_OUTCOME).any():
+    if closed.any() and not modelled_silent and not (history.outcome == events.LOST_OUTCOME).any():
         notes.append(
             f"no lead in the history is lost: if the CRM does not record losses (leads that "
             f"go nowhere just stop), the {int((~closed).sum()):,} open leads include them and "
-            "the fit counts them as still open (name the lost stage with --lost if it has "
-            "another name)\n"
+            "this fit counts them as still open (--losses silent models them; name the lost "
+            "stage with --lost if it has another name)\n"
         )
     return notes
 
