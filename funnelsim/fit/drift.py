@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from funnelsim.fit.crm import DurationChoice, cohort_months, fitted_outcomes
-from funnelsim.fit.losses import StageLikelihood, _finite
+from funnelsim.fit.losses import StageLikelihood, json_number
 from funnelsim.fit.repeat import hessian, inverse
 
 CHOICES = ("auto", "none", "trend")  # --drift
@@ -49,8 +49,8 @@ class DriftChoice:
     slopes: dict[str, float]  # per outcome: the logit's change per month (trend's maximum)
 
     def as_dict(self) -> dict:
-        out = {k: _finite(v) for k, v in asdict(self).items()}
-        out["slopes"] = {k: _finite(v) for k, v in self.slopes.items()}
+        out = {k: json_number(v) for k, v in asdict(self).items()}
+        out["slopes"] = {k: json_number(v) for k, v in self.slopes.items()}
         return out
 
 

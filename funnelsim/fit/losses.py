@@ -62,11 +62,15 @@ class LossChoice:
         return self.choice != "recorded"
 
     def as_dict(self) -> dict:
-        return {k: _finite(v) for k, v in asdict(self).items()}
+        return {k: json_number(v) for k, v in asdict(self).items()}
 
 
-def _finite(v):
-    return round(float(v), 6) if isinstance(v, float) and math.isfinite(v) else v
+def json_number(v):
+    """A float rounded for estimates.json, None where it is not finite (JSON has no NaN);
+    anything else as it is."""
+    if not isinstance(v, float):
+        return v
+    return round(v, 6) if math.isfinite(v) else None
 
 
 def choose_losses(history, durations: list[DurationChoice], mode: str = "auto") -> list[LossChoice]:
