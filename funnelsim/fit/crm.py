@@ -283,10 +283,6 @@ class TransitionLayout:
             row += 1 + channels
         return cls(index, real, first_row, channels, free)
 
-    def position(self, stage: int, channel: int, outcome: int) -> int:
-        """The flat position of p[stage, channel, outcome] in the (rows × widest) matrix."""
-        return (self.first_row[stage] + 1 + channel) * self.index.shape[1] + outcome
-
     def probabilities(self, theta: np.ndarray) -> np.ndarray:
         """The (…, rows, widest) probabilities from draws of θ (…, free)."""
         ext = np.concatenate(
@@ -394,7 +390,7 @@ def build_model(
             p_index = np.full((rows.size, width), impossible)
             s_index = np.zeros((rows.size, width), dtype=int)
             for i, r in enumerate(rows):
-                s, c = history.stay_stage[r], stay_channel[r]
+                s = history.stay_stage[r]
                 ks = outcomes[s]
                 for j, k in enumerate(ks):
                     p_index[i, j] = zero if len(ks) < 2 else stay_cell[r] * width_p + j
