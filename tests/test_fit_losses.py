@@ -197,3 +197,11 @@ def test_the_gamma_log_survival_is_exact_and_finite_far_into_the_tail(shape):
     assert np.isfinite(value).all() and np.isfinite(d_shape) and np.isfinite(d_rate)
     expected = stats.gamma.logsf(ages, shape)
     assert np.allclose(value, expected, rtol=1e-6, atol=0)
+    # ages known to lie deep in the tail take the series alone: the same numbers
+    shapes, rates = pt.dvector("shapes"), pt.dvector("rates")
+    deep = ages > 2 * (shape + crm.GAMMA_TAIL_FROM)
+    split = crm.gamma_log_survival(pt, shapes, rates, ages, deep)
+    g = pytensor.function([shapes, rates], [split, *pt.grad(split.sum(), [shapes, rates])])
+    value, d_shapes, d_rates = g(np.full(ages.size, shape), np.ones(ages.size))
+    assert deep.any() and np.isfinite(d_shapes).all() and np.isfinite(d_rates).all()
+    assert np.allclose(value, expected, rtol=1e-6, atol=0)

@@ -525,8 +525,13 @@ def _durations(pm, pt, history, durations, done, open_stay):
         if stays:
             which = np.array(which)
             age = np.maximum(history.stay_days[np.array(stays)], 1e-6)
-            if family == "gamma":
-                survival.append(gamma_log_survival(pt, params[0][which], params[1][which], age))
+            if family == "gamma":  # the first guess: each duration's completed stays' MLE
+                k = np.array([group[i].mle["shape"] for i in which])
+                z = age * k / np.array([group[i].mle["mean"] for i in which])
+                deep = z > 2 * (k + GAMMA_TAIL_FROM)
+                survival.append(
+                    gamma_log_survival(pt, params[0][which], params[1][which], age, deep)
+                )
             else:
                 survival.append(pm.logccdf(dist.dist(params[0][which], params[1][which]), age))
             size += len(stays)
@@ -610,24 +615,42 @@ GAMMA_TAIL_TERMS = 8
 GAMMA_TAIL_FROM = 30.0  # shape + this: where the asymptotic series takes over
 
 
-def gamma_log_survival(pt, shape, rate, age):
+def gamma_log_survival(pt, shape, rate, age, deep: np.ndarray | None = None):
     """log P(X > age) of a gamma(shape, rate), finite with a finite gradient far into the
     tail. PyMC's ``logccdf`` of a gamma is -inf from about rate·age = 40 (where a CRM that
     records no loss keeps its dead leads), which stops NUTS. Below z = rate·age = shape + 30
     this is log Q(shape, z) by PyTensor's ``gammaincc``; above, the asymptotic series of the
     upper incomplete gamma (Abramowitz and Stegun 6.5.32),
     log Γ(k, z) ≈ (k − 1) log z − z + log Σ_{n=0}^{8} (k − 1)⋯(k − n) / zⁿ, less log Γ(k)
-    (relative error below 1e-8 there for shapes up to 10, 1e-5 up to 20)."""
+    (relative error below 1e-8 there for shapes up to 10, 1e-5 up to 20).
+
+    ``deep`` (per age) marks the ages known to lie far past that edge (twice it under the
+    parameters' first guess): for them only the series is computed, which saves the
+    incomplete gamma and its gradient in the shape, the costly part (about 200 ns an age;
+    a CRM without recorded losses has thousands of old open leads)."""
     z = rate * age
     edge = shape + GAMMA_TAIL_FROM
-    near, far = pt.minimum(z, edge), pt.maximum(z, edge)  # no NaN from the branch not taken
-    term = pt.ones_like(far)
-    total = pt.ones_like(far)
+    if deep is None or not deep.any():
+        near, far = pt.minimum(z, edge), pt.maximum(z, edge)  # no NaN from the other branch
+        return pt.switch(z < edge, pt.log(pt.gammaincc(shape, near)), _gamma_tail(pt, shape, far))
+    deep_at, near_at = np.flatnonzero(deep), np.flatnonzero(~deep)
+    out = pt.zeros(age.shape)
+    out = pt.set_subtensor(
+        out[deep_at], _gamma_tail(pt, shape[deep_at], pt.maximum(z[deep_at], 1.0))
+    )
+    return pt.set_subtensor(
+        out[near_at], gamma_log_survival(pt, shape[near_at], rate[near_at], age[near_at])
+    )
+
+
+def _gamma_tail(pt, shape, z):
+    """log Q(shape, z) by the asymptotic series (see :func:`gamma_log_survival`)."""
+    term = pt.ones_like(z)
+    total = pt.ones_like(z)
     for n in range(1, GAMMA_TAIL_TERMS + 1):
-        term = term * (shape - n) / far
+        term = term * (shape - n) / z
         total = total + term
-    tail = (shape - 1.0) * pt.log(far) - far + pt.log(total) - pt.gammaln(shape)
-    return pt.switch(z < edge, pt.log(pt.gammaincc(shape, near)), tail)
+    return (shape - 1.0) * pt.log(z) - z + pt.log(total) - pt.gammaln(shape)
 
 
 def _deal_values(pm, pt, history) -> None:
