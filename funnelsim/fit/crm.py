@@ -379,10 +379,14 @@ def build_model(
         # only outcome of a stage that has one) and log 0 (padding)
         zero, impossible = counts.size, counts.size + 1
         log_p = pt.concatenate([log_p.ravel(), pt.as_tensor(np.array([0.0, -np.inf]))])
-        log_survival, where, never = _durations(pm, pt, history, durations, done, open_stay)
+        # open stays alike (the same probabilities, stage and age to within AGE_BIN) as one
+        # term with their count: a CRM that records no loss has thousands of old open leads
+        rows, count, ages = _open_groups(history, stay_cell, open_stay)
+        grouped = np.zeros(open_stay.size, dtype=bool)
+        grouped[rows] = True
+        log_survival, where, never = _durations(pm, pt, history, durations, done, grouped, ages)
         # one more slot: log S = 0, the silent loss's (it is never recorded, at any age)
         log_survival = pt.concatenate([log_survival, pt.zeros(1)])
-        rows = np.flatnonzero(open_stay)
         if rows.size:
             # each open stay: log Σ_k p_k S_k(age) over its stage's outcomes k, as one
             # (open stays × most outcomes) matrix padded with log 0
@@ -396,7 +400,7 @@ def build_model(
                     p_index[i, j] = zero if len(ks) < 2 else stay_cell[r] * width_p + j
                     s_index[i, j] = never if k == quiet else where[(r, s, k)]
             terms = log_p[p_index] + log_survival[s_index]
-            pm.Potential("open_stays", pt.sum(pm.math.logsumexp(terms, axis=1)))
+            pm.Potential("open_stays", pt.sum(count * pm.math.logsumexp(terms, axis=1)))
         _deal_values(pm, pt, history)
         if arrival_fits:
             from funnelsim.fit.arrivals import add_arrivals
@@ -411,6 +415,31 @@ def build_model(
                     name_prefix=f"arrival__{channel}__",
                 )
     return model
+
+
+AGE_BIN = 0.01  # open stays whose log ages differ by less are one term (ages within 1%)
+
+
+def _open_groups(history, stay_cell, open_stay):
+    """The open stays as groups alike in all but a 1% difference of age: each group's first
+    stay, its count, and per stay the age its group is evaluated at (the group's mean age;
+    days). S(a) moves by the hazard × 0.5% of a within a group: a relative change below
+    0.5% of S where a stay's own hazard × age is below 1, and where it is larger S is so
+    small that the silent loss or the other outcomes' terms dominate."""
+    rows = np.flatnonzero(open_stay)
+    ages = history.stay_days.astype(float).copy()
+    if rows.size == 0:
+        return rows, np.zeros(0), ages
+    stage = history.stay_stage[rows]
+    age = np.maximum(history.stay_days[rows], 1e-6)
+    key = np.stack([stay_cell[rows], stage, np.round(np.log(age) / AGE_BIN)], axis=1)
+    _, first, inverse, count = np.unique(
+        key, axis=0, return_index=True, return_inverse=True, return_counts=True
+    )
+    inverse = inverse.reshape(-1)
+    mean_age = np.bincount(inverse, weights=age) / count
+    ages[rows[first]] = mean_age
+    return rows[first], count.astype(float), ages
 
 
 DRIFT_PRIOR = 0.25  # sd of a drift's slope (logit per month): ±0.5 in two months is plausible
@@ -447,11 +476,12 @@ def _drifting(pm, pt, model, history, layout: TransitionLayout, stay_row, trend)
     return pt.where(layout.real[cell_row], log_p, 0.0), stay_cell, cells.size
 
 
-def _durations(pm, pt, history, durations, done, open_stay):
+def _durations(pm, pt, history, durations, done, open_stay, ages):
     """Times in stage: one vector of parameters per family; the completed stays' density by
-    sufficient statistics (lognormal, gamma) or per stay (Weibull); the open stays'
-    log S(age), one vector for all of them (one call per family). Returns that vector,
-    per (open stay, stage, outcome) the position of its log S in it, and its length."""
+    sufficient statistics (lognormal, gamma) or per stay (Weibull); the log S(age) of the
+    stays in ``open_stay`` at their ``ages`` (per stay; days), one vector for all of them
+    (one call per family). Returns that vector, per (open stay, stage, outcome) the
+    position of its log S in it, and its length."""
     families: dict[str, list[DurationChoice]] = {}
     for choice in durations:
         families.setdefault(choice.family, []).append(choice)
@@ -524,7 +554,7 @@ def _durations(pm, pt, history, durations, done, open_stay):
                 which.append(i)
         if stays:
             which = np.array(which)
-            age = np.maximum(history.stay_days[np.array(stays)], 1e-6)
+            age = np.maximum(ages[np.array(stays)], 1e-6)
             if family == "gamma":  # the first guess: each duration's completed stays' MLE
                 k = np.array([group[i].mle["shape"] for i in which])
                 z = age * k / np.array([group[i].mle["mean"] for i in which])
