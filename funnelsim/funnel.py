@@ -179,8 +179,13 @@ class Funnel:
 
     @property
     def has_silent_loss(self) -> bool:
-        """Whether some stage lists silent_loss (then forecasts have ``silent_lost``)."""
-        return any((t.targets == self.silent).any() for t in self.tables)
+        """Whether some stage can lose a lead silently, i.e. lists silent_loss and has no
+        ``stale_after`` (whose rule closes such leads as lost): then forecasts have
+        ``silent_lost``."""
+        return any(
+            (t.targets == self.silent).any() and not np.isfinite(t.stale_after)
+            for t in self.tables
+        )
 
     def target_name(self, code: int) -> str:
         if code == self.won:
