@@ -183,8 +183,7 @@ class Funnel:
         ``stale_after`` (whose rule closes such leads as lost): then forecasts have
         ``silent_lost``."""
         return any(
-            (t.targets == self.silent).any() and not np.isfinite(t.stale_after)
-            for t in self.tables
+            (t.targets == self.silent).any() and not np.isfinite(t.stale_after) for t in self.tables
         )
 
     def target_name(self, code: int) -> str:
